@@ -1,0 +1,350 @@
+"""Train every run of a local suite with the Pythia recipe and save its checkpoints.
+
+    python -m helpers.train --suite pico [--runs pico-0.6m ...] [--workers 2]
+
+Each run writes ``<data>/suites/<suite>/<run>/step<N>/`` (config.json + model.safetensors, loadable with
+``AutoModelForCausalLM.from_pretrained``) at every scheduled step, ``train_log.parquet`` (loss per step) and
+``run.json`` (sha256 per checkpoint); the suite gets ``suite.json`` and ``tokenizer.json``. Every write is atomic and
+an interrupted suite resumes: finished runs are kept, an unfinished run continues from its last checkpoint with the
+same optimiser state and batch order, so the result equals an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import multiprocessing
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_path, clean_stale_temporaries, sha256_file, write_json
+from .corpus import build_corpus, load_documents
+from .paths import cache_dir, suite_dir
+from .recipes import RECIPES, Recipe, RunSpec, count_parameters
+from .suites import WEIGHTS_FILE, SuiteError
+from .tokenizer import END_OF_TEXT, load_tokenizer, train_tokenizer
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise SuiteError(f"unknown suite {name!r} to train; valid: {list(RECIPES)}")
+    return RECIPES[name]
+
+
+# ---- data ---------------------------------------------------------------------------------------------------------
+
+
+def prepare_data(recipe: Recipe) -> tuple[Path, Path]:
+    """Build the corpus, the suite's tokenizer and the tokenized train stream; return (tokenizer, tokens) paths.
+
+    The stream is every train document followed by ``<|endoftext|>``, in corpus order, as uint16 token ids.
+    """
+    build_corpus(recipe.corpus)
+    root = suite_dir(recipe.name)
+    tok_path = root / "tokenizer.json"
+    train = load_documents(recipe.corpus, "train")["text"].to_list()
+    if not tok_path.exists():
+        texts = train
+        if recipe.tokenizer_chars is not None:
+            texts, total = [], 0
+            for t in train:
+                texts.append(t)
+                total += len(t)
+                if total >= recipe.tokenizer_chars:
+                    break
+        train_tokenizer(texts, recipe.vocab_size, tok_path)
+    tokens_path = cache_dir() / f"{recipe.name}-train-tokens-{sha256_file(tok_path)[:12]}.npy"
+    if not tokens_path.exists():
+        tokenizer = load_tokenizer(tok_path)
+        eot = tokenizer.convert_tokens_to_ids(END_OF_TEXT)
+        ids = tokenizer(train, add_special_tokens=False)["input_ids"]
+        stream = np.fromiter(itertools.chain.from_iterable(d + [eot] for d in ids), dtype=np.uint16)
+        with atomic_path(tokens_path) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, stream)
+    return tok_path, tokens_path
+
+
+class BatchOrder:
+    """The batches of a run: the stream cut into ``context``-token sequences, shuffled per epoch by ``data_seed``.
+
+    ``batch(step)`` is the [batch_size, context] int64 array of update ``step`` (0-based); it depends only on the
+    step, so a resumed run sees exactly the batches an uninterrupted one would.
+    """
+
+    def __init__(self, stream: np.ndarray, context: int, batch_size: int, data_seed: int):
+        n = len(stream) // context
+        if n < batch_size:
+            raise ValueError(f"the train stream has {n} sequences, fewer than one batch ({batch_size})")
+        self.sequences = stream[: n * context].reshape(n, context)
+        self.batch_size = batch_size
+        self.data_seed = data_seed
+        self._orders: dict[int, np.ndarray] = {}
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if epoch not in self._orders:
+            self._orders[epoch] = np.random.default_rng([self.data_seed, epoch]).permutation(len(self.sequences))
+        return self._orders[epoch]
+
+    def batch(self, step: int) -> np.ndarray:
+        n = len(self.sequences)
+        idx = [step * self.batch_size + i for i in range(self.batch_size)]
+        rows = [self._order(i // n)[i % n] for i in idx]
+        return self.sequences[rows].astype(np.int64)
+
+
+def learning_rate(recipe: Recipe, step: int) -> float:
+    """Pythia's schedule for update ``step`` (0-based): linear warm-up over 1%, cosine decay to 10% of peak."""
+    warmup = max(1, round(recipe.warmup_fraction * recipe.total_steps))
+    if step < warmup:
+        return recipe.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, recipe.total_steps - warmup)
+    floor = recipe.final_lr_fraction
+    return recipe.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+# ---- one run ------------------------------------------------------------------------------------------------------
+
+
+def build_model(recipe: Recipe, spec: RunSpec):
+    """A freshly initialised GPTNeoXForCausalLM for ``spec`` (initialisation depends on ``spec.seed`` only)."""
+    import torch
+    from transformers import GPTNeoXForCausalLM
+
+    torch.manual_seed(spec.seed)
+    return GPTNeoXForCausalLM(recipe.model_config(spec.size))
+
+
+def make_optimizer(recipe: Recipe, model):
+    import torch
+
+    return torch.optim.AdamW(model.parameters(), lr=recipe.lr, betas=recipe.betas, weight_decay=recipe.weight_decay)
+
+
+def train_run(recipe: Recipe, spec: RunSpec, tokens_path: Path, position: int = 0, threads: int | None = None) -> dict:
+    """Train one run, resuming from its last checkpoint; return its ``run.json`` record."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    if threads:
+        torch.set_num_threads(threads)
+    started = time.time()
+    run_dir = suite_dir(recipe.name) / spec.name
+    record_path = run_dir / "run.json"
+    if record_path.exists():
+        record = json.loads(record_path.read_text())
+        if record.get("complete"):
+            return record
+    clean_stale_temporaries(run_dir)
+    batches = BatchOrder(np.load(tokens_path), recipe.context, recipe.batch_size, spec.data_seed)
+    model = build_model(recipe, spec)
+    optimizer = make_optimizer(recipe, model)
+    schedule = set(recipe.steps)
+    start, log, sha = 0, {"step": [], "loss": [], "lr": []}, {}
+    state_path = run_dir / "resume.pt"
+    if state_path.exists():
+        state = torch.load(state_path, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, log, sha = state["step"], state["log"], state["sha256"]
+
+    def checkpoint(step: int) -> None:
+        folder = run_dir / f"step{step}"
+        with atomic_path(folder) as tmp:
+            model.save_pretrained(tmp)
+        sha[step] = sha256_file(folder / WEIGHTS_FILE)
+        with atomic_path(state_path) as tmp:
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "log": log, "sha256": sha}, tmp)
+        with atomic_path(run_dir / "train_log.parquet") as tmp:
+            _log_frame(log, recipe.tokens_per_step).write_parquet(tmp)
+
+    if start == 0 and 0 not in sha:
+        checkpoint(0)
+    model.train()
+    bar = tqdm(
+        total=recipe.total_steps * recipe.tokens_per_step,
+        initial=start * recipe.tokens_per_step,
+        desc=spec.name,
+        unit="tok",
+        unit_scale=True,
+        position=position,
+        leave=True,
+        dynamic_ncols=True,
+        mininterval=1.0,
+        disable=None if sys.stderr.isatty() else True,
+    )
+    for step in range(start, recipe.total_steps):
+        lr = learning_rate(recipe, step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x = torch.from_numpy(batches.batch(step))
+        loss = model(input_ids=x, labels=x).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        log["step"].append(step + 1)
+        log["loss"].append(loss.item())
+        log["lr"].append(lr)
+        bar.update(recipe.tokens_per_step)
+        if step + 1 in schedule:
+            checkpoint(step + 1)
+    bar.close()
+    total, non_embedding = count_parameters(spec.size.n_layer, spec.size.d_model, recipe.vocab_size)
+    record = {
+        "name": spec.name,
+        "size": spec.size.label,
+        "params": total,
+        "non_embedding_params": non_embedding,
+        "seed": spec.seed,
+        "data_seed": spec.data_seed,
+        "steps": recipe.steps,
+        "tokens_per_step": recipe.tokens_per_step,
+        "sha256": {str(k): sha[k] for k in sorted(sha)},
+        "final_train_loss": float(np.mean(log["loss"][-20:])),
+        "train_seconds": round(time.time() - started, 1),  # of this session (a resumed run counts its last part)
+        "complete": True,
+    }
+    write_json(record_path, record)
+    state_path.unlink(missing_ok=True)
+    return record
+
+
+def _log_frame(log: dict, tokens_per_step: int):
+    import polars as pl
+
+    return pl.DataFrame(
+        {"step": log["step"], "loss": log["loss"], "lr": log["lr"]},
+        schema={"step": pl.Int64, "loss": pl.Float32, "lr": pl.Float64},
+    ).with_columns(tokens=pl.col("step") * tokens_per_step)
+
+
+# ---- the suite ----------------------------------------------------------------------------------------------------
+
+
+def estimated_cost(recipe: Recipe, spec: RunSpec) -> float:
+    """Relative CPU time of a run: tokens x (training FLOPs per token + a fixed per-token overhead)."""
+    total, non_embedding = count_parameters(spec.size.n_layer, spec.size.d_model, recipe.vocab_size)
+    flops = 6 * total + 12 * spec.size.n_layer * recipe.context * spec.size.d_model
+    return recipe.total_steps * recipe.tokens_per_step * (flops + 3e6)
+
+
+def partition(costs: list[float], workers: int) -> list[list[int]]:
+    """Assign jobs to workers to minimise the longest worker's total (exhaustive for <= 12 jobs, else greedy)."""
+    n = len(costs)
+    if workers <= 1 or n <= 1:
+        return [list(range(n))]
+    best, best_span = None, float("inf")
+    if n <= 12:
+        for assign in itertools.product(range(workers), repeat=n - 1):
+            assign = (0,) + assign
+            loads = [0.0] * workers
+            for j, w in enumerate(assign):
+                loads[w] += costs[j]
+            if max(loads) < best_span:
+                best, best_span = assign, max(loads)
+    else:
+        loads = [0.0] * workers
+        best = [0] * n
+        for j in sorted(range(n), key=lambda j: -costs[j]):
+            w = loads.index(min(loads))
+            best[j] = w
+            loads[w] += costs[j]
+    groups = [[j for j in range(n) if best[j] == w] for w in range(workers)]
+    return [sorted(g, key=lambda j: -costs[j]) for g in groups if g]
+
+
+def _worker(recipe_name: str, specs: list[RunSpec], tokens_path: str, position: int, threads: int, data_root: str):
+    os.environ["BOOK_DATA"] = data_root
+    recipe = get_recipe(recipe_name)
+    return [train_run(recipe, s, Path(tokens_path), position=position, threads=threads) for s in specs]
+
+
+def train_suite(name: str, runs: list[str] | None = None, workers: int | None = None) -> Path:
+    """Train (or resume) the runs of suite ``name``; write ``suite.json``; return its path."""
+    recipe = get_recipe(name)
+    specs = recipe.runs()
+    if runs:
+        known = {s.name: s for s in specs}
+        unknown = [r for r in runs if r not in known]
+        if unknown:
+            raise SuiteError(f"unknown run {unknown[0]!r} in suite {name!r}; valid: {list(known)}")
+        specs = [known[r] for r in runs]
+    root = suite_dir(name)
+    root.mkdir(parents=True, exist_ok=True)
+    clean_stale_temporaries(root)
+    _, tokens_path = prepare_data(recipe)
+    workers = workers or min(len(specs), os.cpu_count() or 1, 2)
+    groups = partition([estimated_cost(recipe, s) for s in specs], workers)
+    if len(groups) == 1:
+        records = _worker(name, [specs[j] for j in groups[0]], str(tokens_path), 0, os.cpu_count() or 1, str(_data_root()))
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(len(groups)) as pool:
+            jobs = [
+                pool.apply_async(_worker, (name, [specs[j] for j in g], str(tokens_path), i, 1, str(_data_root())))
+                for i, g in enumerate(groups)
+            ]
+            records = [r for job in jobs for r in job.get()]
+    return write_suite_json(recipe)
+
+
+def _data_root() -> Path:
+    from .paths import data_root
+
+    return data_root()
+
+
+def write_suite_json(recipe: Recipe) -> Path:
+    """Collect the finished runs' records into ``suite.json`` (runs in recipe order)."""
+    root = suite_dir(recipe.name)
+    runs = []
+    for spec in recipe.runs():
+        path = root / spec.name / "run.json"
+        if path.exists():
+            record = json.loads(path.read_text())
+            if record.get("complete"):
+                runs.append({k: v for k, v in record.items() if k != "complete"})
+    recipe_fields = {k: v for k, v in asdict(recipe).items() if k not in ("sizes", "extra_seeds")}
+    meta = {
+        "name": recipe.name,
+        "description": f"GPT-NeoX (Pythia recipe) runs trained on {recipe.corpus}",
+        "corpus": recipe.corpus,
+        "corpus_sha256": json.loads((_data_root() / "corpus" / recipe.corpus / "manifest.json").read_text())["sha256"],
+        "tokenizer": "tokenizer.json",
+        "context": recipe.context,
+        "recipe": recipe_fields,
+        "runs": runs,
+    }
+    write_json(root / "suite.json", meta)
+    return root / "suite.json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--suite", default="pico", help=f"one of {list(RECIPES)}")
+    parser.add_argument("--runs", nargs="*", help="train only these runs")
+    parser.add_argument("--workers", type=int, help="parallel single-thread processes (default: min(2, cores))")
+    args = parser.parse_args(argv)
+    try:
+        t0 = time.time()
+        path = train_suite(args.suite, args.runs, args.workers)
+    except (SuiteError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{path} ({time.time() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
