@@ -68,7 +68,7 @@ class Recipe:
             num_hidden_layers=size.n_layer,
             num_attention_heads=size.n_head,
             intermediate_size=4 * size.d_model,
-            rotary_pct=self.rotary_pct,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": self.rotary_pct},
             max_position_embeddings=self.context,
             use_parallel_residual=True,
             tie_word_embeddings=False,
