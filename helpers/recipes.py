@@ -114,7 +114,7 @@ RECIPES: dict[str, Recipe] = {
         extra_seeds={"20k": (1,), "60k": (1,)},
     ),
     # The book's default: three sizes spanning 12x in non-embedding parameters, four weight seeds of the smallest.
-    # 768 steps x 4,096 tokens = 3.1M tokens per run (0.85 epochs of the train split), 53 checkpoints.
+    # 600 steps x 4,096 tokens = 2.5M tokens per run (0.66 epochs of the train split), 45 checkpoints.
     "pico": Recipe(
         name="pico",
         corpus="pico-pile",
@@ -122,8 +122,8 @@ RECIPES: dict[str, Recipe] = {
         tokenizer_chars=None,
         context=128,
         batch_size=32,
-        total_steps=768,
-        checkpoint_interval=16,
+        total_steps=600,
+        checkpoint_interval=15,
         lr=2e-3,
         sizes=(ModelSize("0.6m", 2, 64, 4), ModelSize("1.1m", 3, 96, 4), ModelSize("2.2m", 6, 128, 4)),
         extra_seeds={"0.6m": (1, 2, 3)},
