@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .atomic import atomic_path
+from .atomic import atomic_path, write_json
 
 END_OF_TEXT = "<|endoftext|>"
 
@@ -28,7 +28,22 @@ def train_tokenizer(texts: list[str], vocab_size: int, path: str | Path) -> Path
     tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
     with atomic_path(path) as tmp:
         tok.save(str(tmp))
+    write_tokenizer_config(Path(path).parent)
     return Path(path)
+
+
+def write_tokenizer_config(folder: str | Path) -> None:
+    """``tokenizer_config.json`` beside ``tokenizer.json``, so ``AutoTokenizer.from_pretrained(folder)`` works."""
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": END_OF_TEXT,
+        "eos_token": END_OF_TEXT,
+        "unk_token": END_OF_TEXT,
+        "pad_token": END_OF_TEXT,
+        "add_prefix_space": False,
+        "clean_up_tokenization_spaces": False,
+    }
+    write_json(Path(folder) / "tokenizer_config.json", config)
 
 
 def load_tokenizer(path: str | Path):

@@ -29,7 +29,7 @@ from .corpus import build_corpus, load_documents
 from .paths import cache_dir, suite_dir
 from .recipes import RECIPES, Recipe, RunSpec, count_parameters
 from .suites import WEIGHTS_FILE, SuiteError
-from .tokenizer import END_OF_TEXT, load_tokenizer, train_tokenizer
+from .tokenizer import END_OF_TEXT, load_tokenizer, train_tokenizer, write_tokenizer_config
 
 
 def get_recipe(name: str) -> Recipe:
@@ -60,6 +60,8 @@ def prepare_data(recipe: Recipe) -> tuple[Path, Path]:
                 if total >= recipe.tokenizer_chars:
                     break
         train_tokenizer(texts, recipe.vocab_size, tok_path)
+    if not (root / "tokenizer_config.json").exists():
+        write_tokenizer_config(root)
     tokens_path = cache_dir() / f"{recipe.name}-train-tokens-{sha256_file(tok_path)[:12]}.npy"
     if not tokens_path.exists():
         tokenizer = load_tokenizer(tok_path)
