@@ -1,0 +1,397 @@
+"""The per-token loss engine: losses of the sampled targets at every checkpoint of every run, resumable.
+
+    python -m helpers.extract --suite pico                       # every run and step, Michaud sampling
+    python -m helpers.extract --suite pico --mode all_positions --n-documents 50
+    python -m helpers.extract --suite pythia-small --context 1024 --shard 0/4   # a quarter of the (run, step) work
+
+or from Python: ``extract("pico") -> LossTable`` (see :mod:`helpers.losses` for the files and the readers).
+
+How it is fast (all measured in ``benchmarks/extract.py``):
+
+- each document window runs once per checkpoint, in batches of windows of similar length (right-padded; the model
+  is causal, so padding never changes the losses of real tokens), under ``torch.inference_mode``; bf16 autocast on
+  CUDA, fp32 on CPU;
+- the output embedding is applied only at the positions whose losses are needed (the hidden state at
+  ``position - 1`` predicts the token at ``position``), in chunks of rows, so ``[batch, seq, vocab]`` logits are
+  never materialised whole, in either mode;
+- the next checkpoint is loaded on a background thread while the current one computes;
+- the batch size halves on out-of-memory and stays halved.
+
+Every (run, step) is written atomically as soon as it is done, so an interrupted extraction resumes where it
+stopped. A missing or corrupt checkpoint, or non-finite losses, are reported as one line naming the run and step;
+the other steps go on and finished ones stay on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import threading
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import polars as pl
+
+from .atomic import atomic_path, clean_stale_temporaries, write_json
+from .losses import Layout, LossTable, make_layout
+from .samples import MODES, Documents, samples_frame, select_targets, tokenize_split
+from .suites import SuiteError, load_suite
+
+CHUNK_ELEMENTS = 1 << 24  # logits computed at most this many at a time (64 MB in fp32)
+CPU_BATCH_TOKENS = 8192  # default batch: this many tokens of windows on CPU ...
+CUDA_BATCH_TOKENS = 32768  # ... and on CUDA
+
+
+class ExtractionError(RuntimeError):
+    """One line per (run, step) that could not be extracted (missing/corrupt checkpoint, non-finite losses)."""
+
+
+def resolve_device(device: str | None = None, precision: str | None = None) -> tuple[str, str]:
+    """``(device, precision)``: CUDA if available, else CPU; bf16 autocast on CUDA, fp32 on CPU by default."""
+    import torch
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if precision is None:
+        precision = "bf16" if device.startswith("cuda") else "fp32"
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"unknown precision {precision!r}; valid: ['fp32', 'bf16']")
+    return device, precision
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    import torch
+
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom is not None and isinstance(error, oom):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+class Engine:
+    """Batched loss computation for one set of windows and targets, reused across checkpoints.
+
+    ``documents.tokens[w]`` are the windows; sample ``i`` is the token at ``position[i]`` of window ``window[i]``.
+    """
+
+    def __init__(self, device: str = "cpu", precision: str = "fp32", batch_size: int | None = None, chunk_elements: int = CHUNK_ELEMENTS):
+        self.device, self.precision = resolve_device(device, precision)
+        self.batch_size = batch_size
+        self.chunk_elements = chunk_elements
+
+    def default_batch_size(self, context: int) -> int:
+        budget = CUDA_BATCH_TOKENS if self.device.startswith("cuda") else CPU_BATCH_TOKENS
+        return max(1, budget // context)
+
+    def losses(self, model, documents: Documents, window: np.ndarray, position: np.ndarray) -> np.ndarray:
+        """float32 [n_samples]: ``-log p(token[position] | token[:position])`` (nats) of each sample, in order."""
+        import torch
+
+        if self.batch_size is None:
+            self.batch_size = self.default_batch_size(documents.context)
+        lengths = documents.lengths
+        order = np.argsort(-lengths, kind="stable")  # long windows first: batches of similar length
+        by_window = np.argsort(window, kind="stable")  # sample indices grouped by window
+        starts = np.searchsorted(window[by_window], np.arange(len(lengths) + 1))
+        out = np.full(len(window), np.nan, dtype=np.float32)
+        done = 0
+        with torch.inference_mode():
+            while done < len(order):
+                batch = order[done : done + self.batch_size]
+                samples = np.concatenate([by_window[starts[w] : starts[w + 1]] for w in batch])
+                if len(samples) == 0:
+                    done += len(batch)
+                    continue
+                row_of = np.empty(len(lengths), dtype=np.int64)
+                row_of[batch] = np.arange(len(batch))
+                try:
+                    loss = self._batch(model, [documents.tokens[w] for w in batch], row_of[window[samples]], position[samples])
+                except Exception as e:
+                    if not is_out_of_memory(e) or self.batch_size == 1:
+                        raise
+                    new = max(1, self.batch_size // 2)
+                    warnings.warn(f"out of memory at batch size {self.batch_size}; continuing with {new}", stacklevel=2)
+                    self.batch_size = new
+                    if self.device.startswith("cuda"):
+                        torch.cuda.empty_cache()
+                    continue
+                out[samples] = loss
+                done += len(batch)
+        return out
+
+    def _autocast(self):
+        import torch
+
+        if self.precision == "bf16":
+            return torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _batch(self, model, windows: list[np.ndarray], rows: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Losses of the targets at (rows, positions) of one batch of windows (right-padded with token 0)."""
+        import torch
+        import torch.nn.functional as F
+
+        width = max(len(t) for t in windows)
+        ids = np.zeros((len(windows), width), dtype=np.int64)
+        for i, t in enumerate(windows):
+            ids[i, : len(t)] = t
+        ids_t = torch.from_numpy(ids).to(self.device)
+        rows_t = torch.from_numpy(rows).to(self.device)
+        pos_t = torch.from_numpy(positions).to(self.device)
+        with self._autocast():
+            # the base model applies the final layer norm; Float[Tensor, "batch seq d_model"]
+            hidden = model.base_model(input_ids=ids_t, use_cache=False).last_hidden_state
+        head = model.get_output_embeddings()
+        # the hidden state at position - 1 predicts the token at position; Float[Tensor, "n_targets d_model"]
+        h = hidden[rows_t, pos_t - 1].to(head.weight.dtype)
+        targets = ids_t[rows_t, pos_t]
+        vocab = head.weight.shape[0]
+        chunk = max(1, self.chunk_elements // vocab)
+        out = torch.empty(len(rows), dtype=torch.float32, device=self.device)
+        for i in range(0, len(rows), chunk):
+            logits = head(h[i : i + chunk]).float()  # Float[Tensor, "chunk vocab"]
+            out[i : i + chunk] = F.cross_entropy(logits, targets[i : i + chunk], reduction="none")
+        return out.cpu().numpy()
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"i/n"`` -> (i, n) with 0 <= i < n: this process does every n-th (run, step) task starting at the i-th."""
+    if text is None:
+        return None
+    try:
+        i, n = (int(x) for x in str(text).split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"--shard i/n needs 0 <= i < n, got {text!r}")
+    return i, n
+
+
+def _write_frame(path, frame: pl.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        frame.write_parquet(tmp, compression="zstd", statistics=False)
+
+
+def _drop_hub_revision(repo: str, revision: str) -> None:
+    """Free the disk space of one hub revision (after its losses are written)."""
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        cache = scan_cache_dir()
+        commits = [
+            rev.commit_hash for info in cache.repos if info.repo_id == repo for rev in info.revisions if revision in rev.refs
+        ]
+        if commits:
+            cache.delete_revisions(*commits).execute()
+    except Exception as e:  # the cache is an optimisation; never fail an extraction over it
+        warnings.warn(f"could not drop the cache of {repo}@{revision}: {e}", stacklevel=2)
+
+
+def extract(
+    suite_name,
+    runs: list[str] | None = None,
+    steps: list[int] | None = None,
+    mode: str = "every_k",
+    split: str = "test",
+    n_samples: int = 10_000,
+    n_documents: int | None = None,
+    context: int | None = None,
+    batch_size: int | None = None,
+    device: str | None = None,
+    precision: str | None = None,
+    validation: bool = True,
+    shard: str | tuple[int, int] | None = None,
+    progress: bool = True,
+    root=None,
+    drop_cache: bool = False,
+) -> LossTable:
+    """Compute and store the losses of ``runs`` (default all) at ``steps`` (default all) of a suite; skip what is
+    already on disk. Returns the :class:`~helpers.losses.LossTable` of these runs and steps.
+
+    mode/split/n_samples/n_documents/context: which targets (see :func:`helpers.samples.make_samples`);
+    validation: also the mean loss over all positions of the validation split per step; shard: ``"i/n"``, this
+    process does tasks i, i+n, ...; root: the losses folder (default ``<data>/losses``); drop_cache: delete each hub
+    revision from the HF cache once its losses are written.
+
+    Raises :class:`ExtractionError` (one line per failed run/step) after doing everything else it could.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown sampling mode {mode!r}; valid: {list(MODES)}")
+    suite = load_suite(suite_name) if isinstance(suite_name, str) else suite_name
+    device, precision = resolve_device(device, precision)
+    layout = make_layout(suite, mode, split, n_samples, n_documents, context, device.split(":")[0], precision, root)
+    selected = suite.select(runs)
+    wanted = {}
+    for r in selected:
+        wanted[r.name] = [r.check_step(int(s)) for s in steps] if steps is not None else list(r.steps)
+    table = LossTable(layout, [r.name for r in selected], wanted)
+
+    tasks = [(run, s) for run in table.runs for s in wanted[run]]
+    shard = parse_shard(shard) if isinstance(shard, (str, type(None))) else shard
+    if shard is not None:
+        tasks = tasks[shard[0] :: shard[1]]
+    todo = [
+        (run, s)
+        for run, s in tasks
+        if not layout.loss_file(run, s).exists() or (validation and not layout.validation_file(run, s).exists())
+    ]
+    documents = tokenize_split(suite, split, layout.settings["context"], n_documents)
+    window, position, k = select_targets(documents, mode, n_samples)
+    _write_samples(layout, documents, window, position, k, suite)
+    if not todo:
+        return table
+    val_docs = val_window = val_position = None
+    if validation:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            val_docs = tokenize_split(suite, "validation", layout.settings["context"])
+        val_window, val_position, _ = select_targets(val_docs, "all_positions")
+    for folder in {layout.loss_file(r, s).parent for r, s in todo} | {layout.validation_file(r, s).parent for r, s in todo}:
+        clean_stale_temporaries(folder)
+
+    engine = Engine(device, precision, batch_size)
+    errors = run_tasks(suite, layout, todo, engine, documents, window, position, val_docs, val_window, val_position, progress, drop_cache)
+    if errors:
+        raise ExtractionError("\n".join(errors))
+    return table
+
+
+def _write_samples(layout: Layout, documents, window, position, k, suite) -> None:
+    if not (layout.folder / "settings.json").exists():
+        write_json(layout.folder / "settings.json", layout.settings)
+    if not layout.validation_folder.joinpath("settings.json").exists():
+        write_json(layout.validation_folder / "settings.json", layout.validation_settings)
+    if not layout.samples_file.exists():
+        _write_frame(layout.samples_file, samples_frame(documents, window, position, k, suite.tokenizer()))
+
+
+def _load(suite, run: str, step: int, device: str):
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    model, _ = suite.load(run, step, device=device)
+    return model
+
+
+def run_tasks(suite, layout, todo, engine, documents, window, position, val_docs, val_window, val_position, progress, drop_cache) -> list[str]:
+    """Compute and write each (run, step) of ``todo``, loading the next checkpoint while the current computes.
+    Returns one error line per failed task."""
+    from tqdm import tqdm
+
+    errors: list[str] = []
+    delay = float(os.environ.get("BOOK_EXTRACT_DELAY", "0"))  # seconds to pause after each step (tests kill part-way)
+    tokens = 0
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(todo), desc=f"{suite.name} losses", unit="ckpt", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    lock = threading.Lock()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-loader") as pool:
+        futures = {}
+
+        def prefetch(i: int) -> None:
+            if i < len(todo) and i not in futures:
+                run, step = todo[i]
+                futures[i] = pool.submit(_load, suite, run, step, engine.device)
+
+        prefetch(0)
+        for i, (run, step) in enumerate(todo):
+            try:
+                model = futures.pop(i).result()
+            except SuiteError as e:
+                errors.append(f"{run} step {step}: {e}")
+                bar.write(f"error: {errors[-1]}")
+                bar.update(1)
+                prefetch(i + 1)
+                continue
+            prefetch(i + 1)  # the next checkpoint loads while this one computes
+            try:
+                if not layout.loss_file(run, step).exists():
+                    loss = engine.losses(model, documents, window, position)
+                    tokens += int(documents.lengths.sum())
+                    bad = int((~np.isfinite(loss)).sum())
+                    if bad:
+                        raise FloatingPointError(f"{bad} of {len(loss)} sampled losses are NaN or infinite; not written")
+                    _write_frame(
+                        layout.loss_file(run, step),
+                        pl.DataFrame(
+                            {"run": [run] * len(loss), "step": np.full(len(loss), step, dtype=np.int64),
+                             "sample_id": np.arange(len(loss), dtype=np.int64), "loss": loss},
+                            schema=dict(run=pl.String, step=pl.Int64, sample_id=pl.Int64, loss=pl.Float32),
+                        ),
+                    )
+                if val_docs is not None and not layout.validation_file(run, step).exists():
+                    vloss = engine.losses(model, val_docs, val_window, val_position)
+                    tokens += int(val_docs.lengths.sum())
+                    bad = int((~np.isfinite(vloss)).sum())
+                    if bad:
+                        raise FloatingPointError(f"{bad} of {len(vloss)} validation losses are NaN or infinite; not written")
+                    _write_frame(
+                        layout.validation_file(run, step),
+                        pl.DataFrame({"run": [run], "step": [step], "loss": [float(vloss.astype(np.float64).mean())], "tokens": [len(vloss)]},
+                                     schema=dict(run=pl.String, step=pl.Int64, loss=pl.Float64, tokens=pl.Int64)),
+                    )
+            except FloatingPointError as e:
+                errors.append(f"{run} step {step}: {e}")
+                bar.write(f"error: {errors[-1]}")
+            finally:
+                del model
+            if drop_cache and getattr(suite, "kind", "") == "hub":
+                r = suite.run(run)
+                _drop_hub_revision(r.source, r.revisions[step])
+            with lock:
+                bar.update(1)
+                bar.set_postfix_str(f"{tokens / (time.perf_counter() - t0):,.0f} tok/s, {len(todo) - i - 1} steps left")
+            if delay:
+                time.sleep(delay)
+    bar.close()
+    return errors
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.extract", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--suite", default=None, help="suite name (default: $BOOK_SUITE or pico)")
+    parser.add_argument("--runs", nargs="*", help="only these runs (default: all)")
+    parser.add_argument("--steps", nargs="*", type=int, help="only these steps (default: all)")
+    parser.add_argument("--mode", default="every_k", choices=MODES, help="every_k (Michaud sampling) or all_positions")
+    parser.add_argument("--split", default="test", help="corpus split of the sampled targets (default: test)")
+    parser.add_argument("--n-samples", type=int, default=10_000, help="every_k: about this many samples (default 10000)")
+    parser.add_argument("--n-documents", type=int, help="only the first N documents of the split")
+    parser.add_argument("--context", type=int, help="cap the context (default: the model's; Michaud used 1024)")
+    parser.add_argument("--batch-size", type=int, help="windows per forward pass (default: 8192 tokens on CPU, 32768 on CUDA)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], help="default: bf16 autocast on CUDA, fp32 on CPU")
+    parser.add_argument("--no-validation", action="store_true", help="skip the validation loss per step")
+    parser.add_argument("--shard", help="i/n: do every n-th (run, step) starting at the i-th (0-based)")
+    parser.add_argument("--out", help="losses folder (default: <data>/losses)")
+    parser.add_argument("--drop-cache", action="store_true", help="hub suites: delete each revision from the HF cache once done")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    from .paths import book_suite
+
+    try:
+        t0 = time.time()
+        table = extract(
+            args.suite or book_suite(), runs=args.runs, steps=args.steps, mode=args.mode, split=args.split,
+            n_samples=args.n_samples, n_documents=args.n_documents, context=args.context, batch_size=args.batch_size,
+            device=args.device, precision=args.precision, validation=not args.no_validation, shard=args.shard,
+            progress=not args.quiet, root=args.out, drop_cache=args.drop_cache,
+        )
+    except ExtractionError as e:
+        for line in str(e).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        return 1
+    except (SuiteError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    done = sum(len(table.steps(r)) for r in table.runs)
+    print(json.dumps({"folder": str(table.folder), "samples": table.n_samples, "files": done, "seconds": round(time.time() - t0, 1)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
