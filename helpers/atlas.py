@@ -1,0 +1,600 @@
+"""The atlas of learning curves: a UMAP map of per-token loss curves, density clusters, and computed labels.
+
+Michaud ("The space of LLM learning curves") embeds ~10k per-token loss curves of one run with UMAP under a weighted
+mean squared difference whose weights are the checkpoints' spacing in log10(step)::
+
+    d(x, y) = sum_i w_i (x_i - y_i)^2          w = helpers.schedule.log_step_weights(steps), sum(w) = 1
+
+Scaling column ``i`` by ``sqrt(w_i)`` turns this into the squared Euclidean distance, so UMAP's built-in Euclidean
+metric finds the same neighbours (no numba-compiled custom metric)::
+
+    atlas = build_atlas("pico")            # loads the loss table, embeds, clusters, labels
+    atlas.samples                          # one row per sample: x, y, cluster, shape, induction, bigram share, ...
+    atlas.clusters                         # one row per cluster: size, shape, top targets/bigrams, domains, ...
+
+Shapes (:func:`shape_labels`) are computed from each curve; the thresholds are arguments with documented defaults.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from .schedule import log_step_weights
+
+# Michaud's settings (ejmichaud/llm-curve-visualization, notebooks/visualize5.ipynb)
+DEFAULT_NEIGHBORS = 50
+DEFAULT_MIN_DIST = 0.1
+DEFAULT_SEED = 3
+# UMAP runs 500 epochs up to 10,000 points and 200 above; we fix 200 so 10,000 curves cost what 10,001 would.
+DEFAULT_EPOCHS = 200
+
+SHAPES = ("early drop", "steady decline", "late drop", "rising", "U-shaped", "flat")
+SHAPE_COLORS = {
+    "early drop": "#1f77b4",
+    "steady decline": "#7f7f7f",
+    "late drop": "#9467bd",
+    "rising": "#d62728",
+    "U-shaped": "#ff7f0e",
+    "flat": "#bcbd22",
+}
+
+
+# ---- the metric ---------------------------------------------------------------------------------------------------
+
+
+def scale_curves(matrix: np.ndarray, steps) -> np.ndarray:
+    """``matrix * sqrt(w)`` column-wise (float32 [n_samples, n_steps]): Euclidean distance between rows of the result,
+    squared, is Michaud's weighted mean squared difference between the curves."""
+    m = np.asarray(matrix, dtype=np.float32)
+    if m.ndim != 2 or m.shape[1] != len(steps):
+        raise ValueError(f"matrix must be [n_samples, {len(steps)} steps], got shape {m.shape}")
+    return m * np.sqrt(log_step_weights(list(steps))).astype(np.float32)
+
+
+def weighted_distance(a: np.ndarray, b: np.ndarray, steps) -> np.ndarray:
+    """Michaud's distance between curves ``a`` and ``b`` ([..., n_steps]): ``average((a-b)**2, weights=w)`` (nats²)."""
+    w = log_step_weights(list(steps))
+    return np.average((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2, weights=w, axis=-1)
+
+
+def embed(
+    matrix: np.ndarray,
+    steps,
+    n_neighbors: int = DEFAULT_NEIGHBORS,
+    min_dist: float = DEFAULT_MIN_DIST,
+    seed: int = DEFAULT_SEED,
+    n_epochs: int | None = DEFAULT_EPOCHS,
+) -> np.ndarray:
+    """UMAP of the curves (rows of ``matrix``, nats, [n_samples, n_steps]) under the log-step weighted metric.
+
+    Returns float32 [n_samples, 2]. Deterministic for a ``seed`` (UMAP then runs its optimisation on one thread; the
+    nearest-neighbour search still uses every core). Non-finite losses are an error.
+    """
+    import umap
+
+    x = scale_curves(matrix, steps)
+    if not np.isfinite(x).all():
+        raise ValueError("curves contain NaN or inf losses")
+    n = len(x)
+    if n < 4:
+        raise ValueError(f"need at least 4 curves to embed, got {n}")
+    reducer = umap.UMAP(
+        n_neighbors=min(n_neighbors, n - 1),
+        min_dist=min_dist,
+        metric="euclidean",
+        random_state=seed,
+        n_epochs=n_epochs,
+        init="spectral" if n > n_neighbors + 2 else "random",
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*n_jobs value 1 overridden.*")
+        warnings.filterwarnings("ignore", message=".*random_state.*parallelism.*")
+        out = reducer.fit_transform(x)
+    return np.asarray(out, dtype=np.float32)
+
+
+def find_clusters(embedding: np.ndarray, min_cluster_size: int | None = None, min_samples: int | None = None) -> np.ndarray:
+    """HDBSCAN (scikit-learn) on the 2-D map: int labels 0, 1, ... by decreasing size, ``-1`` for noise.
+
+    ``min_cluster_size`` defaults to 1% of the points (at least 10): Michaud's islands are ~0.5-5% of the samples.
+    """
+    from sklearn.cluster import HDBSCAN
+
+    n = len(embedding)
+    mcs = min_cluster_size or max(10, round(0.01 * n))
+    labels = HDBSCAN(min_cluster_size=min(mcs, max(2, n)), min_samples=min_samples, copy=True).fit_predict(
+        np.asarray(embedding, dtype=np.float64)
+    )
+    # relabel by decreasing size so cluster 0 is the largest (stable across runs of the same data)
+    ids, counts = np.unique(labels[labels >= 0], return_counts=True)
+    order = ids[np.argsort(-counts, kind="stable")]
+    remap = np.full(labels.max() + 2 if len(ids) else 1, -1)
+    remap[order] = np.arange(len(order))
+    return np.where(labels >= 0, remap[labels], -1).astype(np.int64)
+
+
+# ---- shapes --------------------------------------------------------------------------------------------------------
+
+
+def _log_x(steps) -> np.ndarray:
+    """log10 of the steps, step 0 placed at 0.5 (half a step before step 1), as on the book's log axes."""
+    return np.log10(np.maximum(np.asarray(steps, dtype=np.float64), 0.5))
+
+
+def smooth_curves(matrix: np.ndarray) -> np.ndarray:
+    """Running median over 3 consecutive checkpoints (the first and last checkpoint use their 2-point window's mean).
+
+    Per-token losses jump by tenths of a nat between neighbouring checkpoints; shapes are read off the smoothed curve.
+    Step 0 is kept as is (the initial loss is not noisy across checkpoints; there is no earlier one).
+    """
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.shape[1] < 3:
+        return m.copy()
+    out = np.empty_like(m)
+    out[:, 1:-1] = np.median(np.stack([m[:, :-2], m[:, 1:-1], m[:, 2:]]), axis=0)
+    out[:, 0] = m[:, 0]
+    out[:, -1] = 0.5 * (m[:, -1] + m[:, -2])
+    return out
+
+
+def half_drop_step(matrix: np.ndarray, steps) -> np.ndarray:
+    """The step (interpolated on a log axis) at which a curve has made half of its net drop from step 0 to the end.
+
+    Uses the smoothed curve; NaN for curves that do not drop (end ≥ start). float64 [n_samples], in steps.
+    """
+    s = smooth_curves(np.atleast_2d(matrix))
+    x = _log_x(steps)
+    start, end = s[:, 0], s[:, -1]
+    target = start - 0.5 * (start - end)
+    below = s <= target[:, None]
+    below[:, 0] = False
+    below[:, -1] |= True
+    k = below.argmax(axis=1)
+    rows = np.arange(len(s))
+    hi, lo = s[rows, k - 1], s[rows, k]
+    frac = np.clip(np.divide(hi - target, hi - lo, out=np.ones_like(hi), where=(hi - lo) > 0), 0, 1)
+    xh = x[k - 1] + frac * (x[k] - x[k - 1])
+    return np.where(end < start, 10**xh, np.nan)
+
+
+def shape_labels(
+    matrix: np.ndarray,
+    steps,
+    reference: np.ndarray | None = None,
+    min_change: float = 0.5,
+    timing_factor: float = 2.0,
+    window_start: float = 0.1,
+) -> np.ndarray:
+    """One shape label per curve (object array of strings from :data:`SHAPES`), computed on the smoothed curve.
+
+    With ``s10`` the first checkpoint at ≥ ``window_start`` (10%) of training, ``L0`` the loss at step 0, ``L10`` at
+    ``s10``, ``Lend`` at the end and ``Lmin`` the minimum from ``s10`` on (all smoothed), in this order:
+
+    - ``U-shaped``: falls then rises after ``s10``: ``L10 - Lmin ≥ min_change`` and ``Lend - Lmin ≥ min_change``;
+    - ``rising``: higher at the end than after 10% of training: ``Lend - L10 ≥ min_change``;
+    - ``flat``: no net drop: ``L0 - Lend < min_change``;
+    - otherwise the curve drops, and the step at which it has made half of its drop is compared with the same step of
+      ``reference`` (default: the mean curve of ``matrix``): ``early drop`` if at least ``timing_factor`` (2×) earlier,
+      ``late drop`` if at least 2× later, ``steady decline`` in between (the drop follows the mean's timing).
+
+    ``min_change`` is in nats (0.5 by default: several times the checkpoint-to-checkpoint jitter of one token's loss).
+    """
+    m = np.asarray(matrix, dtype=np.float64)
+    steps = np.asarray(steps)
+    if m.ndim != 2 or m.shape[1] != len(steps):
+        raise ValueError(f"matrix must be [n_samples, {len(steps)} steps], got shape {m.shape}")
+    s = smooth_curves(m)
+    i10 = int(np.searchsorted(steps, window_start * steps[-1]))
+    l0, l10, lend = s[:, 0], s[:, i10], s[:, -1]
+    lmin = s[:, i10:].min(axis=1)
+    u_shaped = (l10 - lmin >= min_change) & (lend - lmin >= min_change)
+    rising = ~u_shaped & (lend - l10 >= min_change)
+    flat = ~u_shaped & ~rising & (l0 - lend < min_change)
+    ref = m.mean(axis=0) if reference is None else np.asarray(reference, dtype=np.float64)
+    t_ref = half_drop_step(ref[None, :], steps)[0]
+    t = half_drop_step(m, steps)
+    with np.errstate(invalid="ignore"):
+        early = t <= t_ref / timing_factor
+        late = t >= t_ref * timing_factor
+    out = np.full(len(m), "steady decline", dtype=object)
+    out[early] = "early drop"
+    out[late] = "late drop"
+    out[flat] = "flat"
+    out[rising] = "rising"
+    out[u_shaped] = "U-shaped"
+    return out
+
+
+# ---- tokens: previous token, induction candidates, corpus bigram frequency ---------------------------------------
+
+
+def token_features(samples: pl.DataFrame, ids_by_doc: dict[int, np.ndarray], context: int | None = None) -> pl.DataFrame:
+    """Per sample: ``prev_id`` (the token before the target) and ``induction`` (the (previous, target) bigram already
+    occurred earlier in the same context window), from the tokenized documents ``{doc_id: int array}``.
+
+    Vectorised over all samples: documents are concatenated, each bigram gets a code (document, prev, target), and a
+    sample is an induction candidate when the previous occurrence of its code starts at or after the window start
+    (``position - context``; the document start when ``context`` is None). Raises if a sample's ``target_id`` is not
+    the document's token at ``position`` (the loss table and the tokenization disagree).
+    """
+    doc_ids = samples["doc_id"].to_numpy()
+    pos = samples["position"].to_numpy().astype(np.int64)
+    keys = np.unique(doc_ids)
+    missing = [int(d) for d in keys if int(d) not in ids_by_doc]
+    if missing:
+        raise KeyError(f"documents {missing[:5]} of the samples are not among the tokenized documents")
+    arrays = [np.asarray(ids_by_doc[int(d)], dtype=np.int64) for d in keys]
+    lengths = np.array([len(a) for a in arrays])
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    flat = np.concatenate(arrays) if arrays else np.zeros(0, np.int64)
+    doc_index = np.repeat(np.arange(len(keys)), lengths)
+    d = np.searchsorted(keys, doc_ids)
+    if np.any(pos < 1) or np.any(pos >= lengths[d]):
+        raise ValueError("sample positions outside their documents (position must be ≥ 1 and < document length)")
+    g = offsets[d] + pos
+    target = samples["target_id"].to_numpy().astype(np.int64)
+    bad = flat[g] != target
+    if bad.any():
+        raise ValueError(f"{int(bad.sum())} of {len(g)} samples' target_id differ from the tokenized document")
+    prev = flat[g - 1]
+    vocab = int(flat.max()) + 1 if len(flat) else 1
+    # bigram i = (flat[i], flat[i+1]); valid when both tokens are in the same document
+    same = doc_index[:-1] == doc_index[1:]
+    code = (doc_index[:-1] * vocab + flat[:-1]) * vocab + flat[1:]
+    code = np.where(same, code, -1 - np.arange(len(code)))  # unique negative codes never match
+    order = np.lexsort((np.arange(len(code)), code))  # by code, then position
+    previous = np.full(len(code), -1, dtype=np.int64)
+    sc = code[order]
+    dup = np.concatenate([[False], sc[1:] == sc[:-1]])
+    previous[order[dup]] = order[np.flatnonzero(dup) - 1]
+    start_of_bigram = g - 1
+    prev_occ = previous[start_of_bigram]
+    window_start = offsets[d] if context is None else np.maximum(offsets[d], g - context)
+    induction = (prev_occ >= 0) & (prev_occ >= window_start)
+    return pl.DataFrame({"sample_id": samples["sample_id"], "prev_id": prev, "induction": induction})
+
+
+@functools.lru_cache(maxsize=4)
+def corpus_bigrams(suite_name: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(codes, counts, total)`` of (previous, target) token pairs in the suite's tokenized train split.
+
+    ``code = prev * 2**20 + target``; pairs that straddle a document boundary (``<|endoftext|>``) are not counted.
+    Local suites reuse the train stream the trainer cached; hub suites tokenize the train split once.
+    """
+    from .recipes import RECIPES
+
+    if suite_name in RECIPES:
+        from .train import prepare_data
+
+        _, tokens_path = prepare_data(RECIPES[suite_name])
+        stream = np.load(tokens_path).astype(np.int64)
+        from .suites import load_suite
+
+        eot = load_suite(suite_name).tokenizer().convert_tokens_to_ids("<|endoftext|>")
+    else:
+        from .corpus import load_documents
+        from .samples import suite_corpus
+        from .suites import load_suite
+
+        suite = load_suite(suite_name)
+        tok = suite.tokenizer()
+        texts = load_documents(suite_corpus(suite), "train")["text"].to_list()
+        ids = tok(texts, add_special_tokens=False)["input_ids"]
+        eot = -1
+        stream = np.concatenate([np.append(np.asarray(a, np.int64), eot) for a in ids])
+    return count_bigrams(stream, eot)
+
+
+def count_bigrams(stream: np.ndarray, eot: int = -1) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(codes, counts, total)`` of adjacent pairs in a token stream (int array), skipping pairs with ``eot``.
+    ``code = prev * 2**20 + target`` (vocabularies up to ~1M tokens)."""
+    stream = np.asarray(stream, dtype=np.int64)
+    ok = (stream[:-1] != eot) & (stream[1:] != eot)
+    codes = (stream[:-1][ok] << 20) + stream[1:][ok]
+    uniq, counts = np.unique(codes, return_counts=True)
+    return uniq, counts, int(ok.sum())
+
+
+def bigram_share(suite_name: str, prev_ids: np.ndarray, target_ids: np.ndarray) -> np.ndarray:
+    """Share of all train bigrams that are (prev, target), float64 per pair (0 for pairs never seen in training)."""
+    return lookup_bigrams(corpus_bigrams(suite_name), prev_ids, target_ids)
+
+
+def lookup_bigrams(bigrams: tuple[np.ndarray, np.ndarray, int], prev_ids, target_ids) -> np.ndarray:
+    """Share of ``bigrams`` (from :func:`count_bigrams`) that each (prev, target) pair is; 0 for unseen pairs."""
+    uniq, counts, total = bigrams
+    q = (np.asarray(prev_ids, np.int64) << 20) + np.asarray(target_ids, np.int64)
+    i = np.clip(np.searchsorted(uniq, q), 0, max(len(uniq) - 1, 0))
+    found = len(uniq) > 0
+    hit = (uniq[i] == q) if found else np.zeros(len(q), bool)
+    return np.where(hit, counts[i] / max(total, 1), 0.0) if found else np.zeros(len(q))
+
+
+def display_token(text: str) -> str:
+    """A token as shown in labels: newline ``⏎``, tab ``⇥``, leading/trailing space ``␣`` (inner spaces kept)."""
+    t = text.replace("\r", "␍").replace("\n", "⏎").replace("\t", "⇥")
+    stripped = t.strip(" ")
+    lead = len(t) - len(t.lstrip(" "))
+    trail = len(t) - len(t.rstrip(" "))
+    return "␣" * lead + stripped + "␣" * trail if stripped else "␣" * len(t)
+
+
+# ---- cluster labels ------------------------------------------------------------------------------------------------
+
+
+def cluster_table(samples: pl.DataFrame, curves: np.ndarray, steps, top: int = 3) -> pl.DataFrame:
+    """One row per cluster of ``samples`` (needs columns cluster, shape, target_text, prev_text, domain, induction,
+    bigram_share, x, y): size, share, silhouette on the map, majority shape and its share, median curve (nats per
+    checkpoint), top target tokens, top bigrams with their corpus frequency, induction share, domain mix, and a
+    computed ``label`` naming the cluster by those numbers. Noise (cluster -1) is the last row if present.
+    """
+    from sklearn.metrics import silhouette_samples
+
+    n = len(samples)
+    cl = samples["cluster"].to_numpy()
+    xy = samples.select("x", "y").to_numpy()
+    sil = np.full(n, np.nan)
+    if len(set(cl[cl >= 0])) >= 2:
+        keep = cl >= 0
+        sil[keep] = silhouette_samples(xy[keep], cl[keep])
+    med_all_final = float(np.median(curves[:, -1]))
+    rows = []
+    tokens = [display_token(t) for t in samples["target_text"].to_list()]
+    prevs = [display_token(t) for t in samples["prev_text"].to_list()]
+    bshare = samples["bigram_share"].to_numpy()
+    for c in sorted(set(cl.tolist()), key=lambda v: (v < 0, v)):
+        idx = np.flatnonzero(cl == c)
+        sub = samples[idx]
+        tt = pl.Series([tokens[i] for i in idx]).value_counts(sort=True).head(top)
+        top_targets = [f"{t} ({k / len(idx):.0%})" for t, k in zip(tt[:, 0].to_list(), tt["count"].to_list())]
+        pairs = pl.DataFrame({"p": [prevs[i] for i in idx], "t": [tokens[i] for i in idx], "f": bshare[idx]})
+        bt = pairs.group_by("p", "t").agg(pl.len().alias("k"), pl.col("f").first()).sort(["k", "f"], descending=True).head(top)
+        top_bigrams = [f"{p}→{t} ({k / len(idx):.0%}; {f:.2%} of corpus bigrams)" for p, t, k, f in bt.iter_rows()]
+        shapes = sub["shape"].value_counts(sort=True)
+        dom = sub["domain"].value_counts(sort=True)
+        domain_mix = ", ".join(f"{d} {k / len(idx):.0%}" for d, k in zip(dom[:, 0].to_list(), dom["count"].to_list()))
+        med = np.median(curves[idx], axis=0)
+        shape, shape_share = shapes[0, 0], shapes["count"][0] / len(idx)
+        head = bt.row(0) if len(bt) else None
+        label = (
+            ("noise" if c < 0 else f"{shape}")
+            + (f" · {head[0]}→{head[1]} {head[2] / len(idx):.0%}" if head else "")
+            + f" · final {med[-1]:.2f} nats"
+        )
+        rows.append(
+            {
+                "cluster": int(c),
+                "size": len(idx),
+                "share": len(idx) / n,
+                "silhouette": float(np.nanmean(sil[idx])) if c >= 0 and np.isfinite(sil[idx]).any() else None,
+                "shape": shape,
+                "shape_share": float(shape_share),
+                "final_loss": float(med[-1]),
+                "final_vs_all": float(med[-1] - med_all_final),
+                "induction_share": float(sub["induction"].mean()),
+                "median_bigram_share": float(np.median(bshare[idx])),
+                "top_targets": top_targets,
+                "top_bigrams": top_bigrams,
+                "domain_mix": domain_mix,
+                "median_curve": [float(v) for v in med],
+                "label": label,
+            }
+        )
+    return pl.DataFrame(rows)
+
+
+# ---- the atlas ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Atlas:
+    """A map of one run's per-token curves, with the other runs' curves of the same samples for overlays."""
+
+    suite: str
+    run: str  # the run whose curves were embedded
+    steps: list[int]
+    samples: pl.DataFrame  # samples columns + x, y, cluster, shape, prev_id, prev_text, induction, bigram_share, final_loss
+    curves: dict[str, np.ndarray]  # run -> float32 [n_samples, n_steps], rows in ``samples`` order
+    clusters: pl.DataFrame
+    params: dict = field(default_factory=dict)
+
+    @property
+    def runs(self) -> list[str]:
+        return list(self.curves)
+
+    def mean_curve(self, run: str | None = None) -> np.ndarray:
+        return self.curves[run or self.run].mean(axis=0)
+
+    def cluster_of(self, sample_id: int) -> int:
+        return int(self.samples.filter(pl.col("sample_id") == sample_id)["cluster"][0])
+
+    def shape_counts(self) -> pl.DataFrame:
+        """Samples per shape label: shape, n, share (all of :data:`SHAPES`, zero counts included)."""
+        counts = dict(zip(*np.unique(self.samples["shape"].to_numpy().astype(str), return_counts=True)))
+        n = len(self.samples)
+        return pl.DataFrame(
+            {"shape": list(SHAPES), "n": [int(counts.get(s, 0)) for s in SHAPES], "share": [counts.get(s, 0) / n for s in SHAPES]}
+        )
+
+
+def atlas_from_arrays(
+    samples: pl.DataFrame,
+    curves: dict[str, np.ndarray],
+    steps,
+    run: str,
+    suite: str = "",
+    n_neighbors: int = DEFAULT_NEIGHBORS,
+    min_dist: float = DEFAULT_MIN_DIST,
+    seed: int = DEFAULT_SEED,
+    n_epochs: int | None = DEFAULT_EPOCHS,
+    min_cluster_size: int | None = None,
+    min_change: float = 0.5,
+    embedding: np.ndarray | None = None,
+) -> Atlas:
+    """Embed, cluster and label already-loaded data. ``samples`` must have the fixed samples columns plus
+    ``prev_id``, ``prev_text``, ``induction`` and ``bigram_share`` (see :func:`build_atlas`), rows aligned with every
+    ``curves[run]`` matrix. A precomputed ``embedding`` ([n, 2]) skips UMAP."""
+    m = np.asarray(curves[run], dtype=np.float32)
+    if embedding is None:
+        xy = embed(m, steps, n_neighbors=n_neighbors, min_dist=min_dist, seed=seed, n_epochs=n_epochs)
+    else:
+        xy = np.asarray(embedding, dtype=np.float32)
+    cl = find_clusters(xy, min_cluster_size)
+    shapes = shape_labels(m, steps, min_change=min_change)
+    samples = samples.with_columns(
+        pl.Series("x", xy[:, 0]),
+        pl.Series("y", xy[:, 1]),
+        pl.Series("cluster", cl),
+        pl.Series("shape", shapes.astype(str)),
+        pl.Series("final_loss", m[:, -1]),
+    )
+    params = dict(n_neighbors=n_neighbors, min_dist=min_dist, seed=seed, n_epochs=n_epochs, min_cluster_size=min_cluster_size, min_change=min_change)
+    return Atlas(suite, run, list(steps), samples, {k: np.asarray(v, np.float32) for k, v in curves.items()}, cluster_table(samples, m, steps), params)
+
+
+def build_atlas(
+    suite_name: str,
+    run: str | None = None,
+    runs: list[str] | None = None,
+    table=None,
+    **params,
+) -> Atlas:
+    """The atlas of ``run`` (default: the suite's first run) of ``suite_name``, with the curves of ``runs`` (default:
+    all runs) for overlays. ``params`` go to :func:`atlas_from_arrays` (n_neighbors, min_dist, seed, n_epochs,
+    min_cluster_size, min_change). ``table``: a loaded :class:`~helpers.losses.LossTable`; by default
+    :func:`helpers.losses.load_losses` loads (and if needed extracts) the suite's table.
+    """
+    if table is None:
+        from .losses import load_losses
+
+        table = load_losses(suite_name)
+    all_runs = list(table.runs)
+    run = run or all_runs[0]
+    runs = [run] + [r for r in (runs or all_runs) if r != run]
+    curves, steps = {}, None
+    for r in runs:
+        m, s = table.matrix(r)
+        if steps is None:
+            steps = list(s)
+        if list(s) != steps:
+            continue  # a run on another schedule cannot be overlaid point for point
+        curves[r] = m
+    samples = with_token_features(table.samples, suite_name, table.settings["split"], table.settings["context"])
+    return atlas_from_arrays(samples, curves, steps, run, suite=suite_name, **params)
+
+
+def with_token_features(samples: pl.DataFrame, suite_name: str, split: str = "test", context: int | None = None) -> pl.DataFrame:
+    """``samples`` plus prev_id, prev_text (if missing), induction (see :func:`token_features`) and bigram_share (the
+    share of the train split's bigrams that are this sample's (previous, target) pair).
+
+    The documents are tokenized exactly as the loss table's were (:func:`helpers.samples.tokenize_split`: suite
+    tokenizer, no BOS, truncated to ``context`` tokens, the model's by default), so each document is one window.
+    """
+    from .samples import tokenize_split
+    from .suites import load_suite
+
+    suite = load_suite(suite_name)
+    docs = tokenize_split(suite, split, context)
+    ids = dict(zip(docs.doc_ids.tolist(), docs.tokens))
+    feats = token_features(samples, ids, docs.context)
+    if "prev_text" not in samples.columns:
+        tok = suite.tokenizer()
+        prev_ids = feats["prev_id"].to_numpy()
+        uniq, inv = np.unique(prev_ids, return_inverse=True)
+        texts = np.array([tok.decode([int(i)]) for i in uniq], dtype=object)[inv]
+        samples = samples.with_columns(feats["prev_id"], pl.Series("prev_text", texts.tolist(), dtype=pl.String))
+    elif not np.array_equal(samples["prev_id"].to_numpy(), feats["prev_id"].to_numpy()):
+        raise ValueError("the samples table's prev_id differs from the tokenized documents")
+    share = bigram_share(suite_name, samples["prev_id"].to_numpy(), samples["target_id"].to_numpy())
+    return samples.with_columns(feats["induction"], pl.Series("bigram_share", share))
+
+
+# ---- synthetic curves (tests, benchmark) ---------------------------------------------------------------------------
+
+
+def synthetic_curves(steps, n: int = 1000, seed: int = 0, noise: float = 0.05) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(matrix, shapes, reference)``: ``n`` float32 loss curves of known shape (a sixth each of :data:`SHAPES`,
+    shuffled) on ``steps``, their true shapes, and the noise-free "steady decline" curve to use as the reference.
+
+    A drop is a logistic in log10(step) from ~8.3 nats (uniform over 4,096 tokens) to 1-5 nats; early/late drops are
+    centred 0.6 decades before/after the steady one; ``rising`` drops early and adds +1.5 nats after 10% of training, ``U-shaped`` a
+    1.5-nat dip centred in the second half of training (log axis) and a 1.5-nat rise after it.
+    """
+    rng = np.random.default_rng(seed)
+    steps = np.asarray(steps, dtype=np.float64)
+    x = _log_x(steps)
+    xmax = x[-1]
+    mid = 0.45 * xmax
+
+    def drop(center, l0, l1, width=0.12 * xmax):
+        return l1[:, None] + (l0 - l1)[:, None] / (1 + np.exp((x[None, :] - center[:, None]) / width))
+
+    kinds = np.array([SHAPES[i % len(SHAPES)] for i in range(n)], dtype=object)
+    rng.shuffle(kinds)
+    l0 = 8.3 + rng.normal(0, 0.05, n)
+    l1 = rng.uniform(1.0, 5.0, n)
+    centre = np.full(n, mid) + rng.normal(0, 0.03, n)
+    centre[(kinds == "early drop") | (kinds == "rising")] -= 0.6
+    centre[kinds == "late drop"] += 0.6
+    m = drop(centre, l0, l1)
+    s10 = np.log10(0.1 * steps[-1])
+    t = np.clip((x - s10) / (xmax - s10), 0, 1)[None, :]
+    rising = kinds == "rising"
+    m[rising] += 1.5 * t[0] ** 0.7
+    u = kinds == "U-shaped"
+    m[u] -= 1.5 * np.sin(np.pi * t[0]) ** 2 * (x > s10)
+    flat = kinds == "flat"
+    m[flat] = l0[flat, None] - 0.1 * t
+    m += rng.normal(0, noise, m.shape)
+    reference = drop(np.array([mid]), np.array([8.3]), np.array([3.0]))[0]
+    return m.astype(np.float32), kinds, reference
+
+
+HOSTILE_TEXT = "</script><img src=x onerror=alert(1)><script>window.__lcvPwned=1</script>&amp;\u2028\n"
+
+
+def synthetic_atlas(
+    steps, n: int = 600, runs: tuple[str, ...] = ("syn-1m", "syn-1m-seed1", "syn-2m"), seed: int = 0, hostile: bool = False, embedding: bool = False
+) -> Atlas:
+    """An :class:`Atlas` of :func:`synthetic_curves` with made-up samples (for tests and the benchmark).
+
+    ``hostile``: every 7th target/context/previous token is :data:`HOSTILE_TEXT` (markup that must show as text).
+    ``embedding``: run UMAP; otherwise the map is the first two (scaled) curve coordinates of a PCA, which is fast.
+    """
+    rng = np.random.default_rng(seed)
+    m, kinds, _ = synthetic_curves(steps, n, seed)
+    curves = {r: np.clip(m + rng.normal(0, 0.1, m.shape).astype(np.float32) * k, 0, None) for k, r in enumerate(runs)}
+    words = ["\n", " the", ",", " and", "def", " self", ".", " LORD", "(", " thou"]
+    target = [words[i % len(words)] for i in range(n)]
+    prev = [words[(i * 3 + 1) % len(words)] for i in range(n)]
+    context = [f"line one\nline {i} of a made-up context with{prev[i]}" for i in range(n)]
+    if hostile:
+        for i in range(0, n, 7):
+            target[i] = prev[i] = HOSTILE_TEXT
+            context[i] = HOSTILE_TEXT + " before " + HOSTILE_TEXT
+    samples = pl.DataFrame(
+        {
+            "sample_id": np.arange(n),
+            "doc_id": np.arange(n) // 10,
+            "domain": [("shakespeare", "bible", "code")[i % 3] for i in range(n)],
+            "position": 1 + np.arange(n) % 60,
+            "target_id": np.arange(n) % 50,
+            "target_text": target,
+            "context_text": context,
+            "prev_id": np.arange(n) % 40,
+            "prev_text": prev,
+            "induction": (np.arange(n) % 5) == 0,
+            "bigram_share": rng.uniform(0, 0.01, n),
+        }
+    )
+    xy = None
+    if not embedding:
+        x = scale_curves(m, steps)
+        x = x - x.mean(axis=0)
+        xy = (x @ np.linalg.svd(x, full_matrices=False)[2][:2].T).astype(np.float32)
+    return atlas_from_arrays(samples, curves, steps, runs[0], suite="synthetic", embedding=xy)
