@@ -30,7 +30,8 @@ data: setup
 	$(PY) -m helpers.train --suite $(BOOK_SUITE)
 
 book: data
-	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+	$(PY) -m helpers.notebooks --check
+	BOOK_BUILD=1 $(VENV)/bin/jupyter-book build . -W -n --keep-going
 
 chromium:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
