@@ -28,6 +28,7 @@ setup: $(VENV)/.installed
 
 data: setup
 	$(PY) -m helpers.train --suite $(BOOK_SUITE)
+	$(PY) -m helpers.extract --suite $(BOOK_SUITE)
 
 book: data
 	$(PY) -m helpers.notebooks --check
