@@ -34,6 +34,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts" / "book"
 SKIP_PAGES = {"genindex.html", "search.html", "index.html"}  # index.html only redirects to the intro
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -57,12 +58,13 @@ def build_book(out: Path, log: Path, env: dict | None = None, timeout: int = 360
 
 def expected_figures(html_root: Path) -> dict[str, int]:
     """Figures each executed notebook made (``{page: count}``), from the outputs myst-nb rendered; raises if a
-    notebook emitted a plotly figure the static page cannot show (plotly's own mime type, not helpers.figures.show)."""
+    notebook emitted a plotly figure the static page cannot show (plotly's own mime type, not helpers.figures.show)
+    or an ipywidgets view (a dead box without a kernel)."""
     executed = html_root.parent / "jupyter_execute"
     counts: dict[str, int] = {}
     for path in sorted(executed.rglob("*.ipynb")):
         nb = json.loads(path.read_text())
-        n, dropped = 0, 0
+        n, dropped, widgets = 0, 0, 0
         for cell in nb["cells"]:
             for out in cell.get("outputs", []):
                 data = out.get("data", {})
@@ -70,9 +72,12 @@ def expected_figures(html_root: Path) -> dict[str, int]:
                 html = "".join(html) if isinstance(html, list) else html
                 n += html.count('class="plotly-graph-div"')
                 dropped += PLOTLY_MIME in data and "text/html" not in data
+                widgets += WIDGET_MIME in data
         page = path.relative_to(executed).with_suffix(".html").as_posix()
         if dropped:
             raise AssertionError(f"{page}: {dropped} plotly output(s) the static book drops; show figures with helpers.figures.show")
+        if widgets:
+            raise AssertionError(f"{page}: {widgets} ipywidgets output(s), dead without a kernel; show them only outside the book build")
         counts[page] = n
     return counts
 
@@ -304,6 +309,35 @@ def test_page_checks_catch_broken_pages(tmp_path):
     assert any("offline" in p for p in problems([reports["offsite.html"]], {}))
     assert any("undefinedFunction" in p for p in problems([reports["throws.html"]], {}))
     assert any("made 2 figures" in p for p in problems([reports["good.html"]], {"good.html": 2}))
+
+
+def test_expected_figures_flags_outputs_the_static_page_cannot_show(tmp_path):
+    import nbformat
+
+    from helpers.figures import figure_html
+    import plotly.graph_objects as go
+
+    executed = tmp_path / "jupyter_execute" / "notebooks"
+    executed.mkdir(parents=True)
+    html_root = tmp_path / "html"
+
+    def write(name, data):
+        nb = nbformat.v4.new_notebook()
+        cell = nbformat.v4.new_code_cell("x")
+        cell.outputs = [nbformat.v4.new_output("display_data", data=d) for d in data]
+        nb.cells = [cell]
+        nbformat.write(nb, executed / name)
+
+    fig = figure_html(go.Figure(go.Scatter(x=[1], y=[1])))
+    write("01_good.ipynb", [{"text/html": fig}, {"text/html": fig}, {"text/plain": "x"}])
+    assert expected_figures(html_root) == {"notebooks/01_good.html": 2}
+    write("02_plotly_mime.ipynb", [{PLOTLY_MIME: {"data": []}, "text/plain": "Figure"}])
+    with pytest.raises(AssertionError, match="drops"):
+        expected_figures(html_root)
+    (executed / "02_plotly_mime.ipynb").unlink()
+    write("03_widget.ipynb", [{WIDGET_MIME: {"model_id": "x"}, "text/plain": "VBox()"}])
+    with pytest.raises(AssertionError, match="ipywidgets"):
+        expected_figures(html_root)
 
 
 if __name__ == "__main__":  # check an existing build: python tests/test_book_browser.py _build/html
