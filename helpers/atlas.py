@@ -32,6 +32,7 @@ DEFAULT_MIN_DIST = 0.1
 DEFAULT_SEED = 3
 # UMAP runs 500 epochs up to 10,000 points and 200 above; we fix 200 so 10,000 curves cost what 10,001 would.
 DEFAULT_EPOCHS = 200
+EXACT_KNN_MAX = 60_000  # up to this many curves, neighbours are found exactly (brute force) before UMAP
 
 SHAPES = ("early drop", "steady decline", "late drop", "rising", "U-shaped", "flat")
 SHAPE_COLORS = {
@@ -72,8 +73,9 @@ def embed(
 ) -> np.ndarray:
     """UMAP of the curves (rows of ``matrix``, nats, [n_samples, n_steps]) under the log-step weighted metric.
 
-    Returns float32 [n_samples, 2]. Deterministic for a ``seed`` (UMAP then runs its optimisation on one thread; the
-    nearest-neighbour search still uses every core). Non-finite losses are an error.
+    Returns float32 [n_samples, 2]. Deterministic for a ``seed`` (UMAP then runs its optimisation on one thread).
+    Up to :data:`EXACT_KNN_MAX` curves the ``n_neighbors`` nearest neighbours are exact (:func:`exact_neighbours`);
+    UMAP's own approximate search is used above that. Non-finite losses are an error.
     """
     import umap
 
@@ -83,19 +85,42 @@ def embed(
     n = len(x)
     if n < 4:
         raise ValueError(f"need at least 4 curves to embed, got {n}")
+    k = min(n_neighbors, n - 1)
+    knn = exact_neighbours(x, k) if n <= EXACT_KNN_MAX else None
     reducer = umap.UMAP(
-        n_neighbors=min(n_neighbors, n - 1),
+        n_neighbors=k,
         min_dist=min_dist,
         metric="euclidean",
         random_state=seed,
         n_epochs=n_epochs,
-        init="spectral" if n > n_neighbors + 2 else "random",
+        init="spectral" if n > k + 2 else "random",
+        precomputed_knn=(knn[0], knn[1], None) if knn is not None else (None, None, None),
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*n_jobs value 1 overridden.*")
         warnings.filterwarnings("ignore", message=".*random_state.*parallelism.*")
         out = reducer.fit_transform(x)
     return np.asarray(out, dtype=np.float32)
+
+
+def exact_neighbours(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(indices int32 [n, k], distances float32 [n, k])`` of each row's ``k`` nearest rows (itself first), exact,
+    by brute force (BLAS; ~1 s for 10,000 curves). Exact neighbours are the weighted metric's own, and computing them
+    here spares UMAP its approximate search (and the JIT compilation of it)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    dist, idx = NearestNeighbors(n_neighbors=k, algorithm="brute", metric="euclidean").fit(x).kneighbors(x)
+    # put each point first in its own list even when it has exact duplicates
+    own = np.arange(len(x))
+    first_is_self = idx[:, 0] == own
+    if not first_is_self.all():
+        for r in np.flatnonzero(~first_is_self):
+            pos = np.flatnonzero(idx[r] == own[r])
+            j = pos[0] if len(pos) else k - 1
+            idx[r, 1 : j + 1], dist[r, 1 : j + 1] = idx[r, :j].copy(), dist[r, :j].copy()
+            idx[r, 0] = own[r]
+    dist[:, 0] = 0.0  # the BLAS expansion leaves ~1e-7 on the diagonal
+    return idx.astype(np.int32), dist.astype(np.float32)
 
 
 def find_clusters(embedding: np.ndarray, min_cluster_size: int | None = None, min_samples: int | None = None) -> np.ndarray:
@@ -330,8 +355,9 @@ def display_token(text: str) -> str:
 def cluster_table(samples: pl.DataFrame, curves: np.ndarray, steps, top: int = 3) -> pl.DataFrame:
     """One row per cluster of ``samples`` (needs columns cluster, shape, target_text, prev_text, domain, induction,
     bigram_share, x, y): size, share, silhouette on the map, majority shape and its share, median curve (nats per
-    checkpoint), top target tokens, top bigrams with their corpus frequency, induction share, domain mix, and a
-    computed ``label`` naming the cluster by those numbers. Noise (cluster -1) is the last row if present.
+    checkpoint) and the step at which it has made half its drop, the share of newline targets, top target tokens, top
+    bigrams with their corpus frequency, induction share, domain mix, and a computed ``label`` naming the cluster by
+    those numbers. Noise (cluster -1) is the last row if present.
     """
     from sklearn.metrics import silhouette_samples
 
@@ -366,11 +392,14 @@ def cluster_table(samples: pl.DataFrame, curves: np.ndarray, steps, top: int = 3
             + (f" · {head[0]}→{head[1]} {head[2] / len(idx):.0%}" if head else "")
             + f" · final {med[-1]:.2f} nats"
         )
+        newline = float(np.mean(["\n" in t for t in sub["target_text"].to_list()]))
         rows.append(
             {
                 "cluster": int(c),
                 "size": len(idx),
                 "share": len(idx) / n,
+                "newline_share": newline,
+                "half_drop_step": float(half_drop_step(med[None, :], steps)[0]),
                 "silhouette": float(np.nanmean(sil[idx])) if c >= 0 and np.isfinite(sil[idx]).any() else None,
                 "shape": shape,
                 "shape_share": float(shape_share),
@@ -386,6 +415,71 @@ def cluster_table(samples: pl.DataFrame, curves: np.ndarray, steps, top: int = 3
             }
         )
     return pl.DataFrame(rows)
+
+
+# ---- Michaud's observations, as numbers ----------------------------------------------------------------------------
+
+
+def group_summary(atlas: "Atlas", mask: np.ndarray, run: str | None = None) -> dict:
+    """Numbers for the samples selected by ``mask`` vs the rest: count, share, median half-drop step, median final
+    loss, and the share of each shape label (``shape:<label>``) in the group and in the rest (``rest_shape:<label>``)."""
+    mask = np.asarray(mask, dtype=bool)
+    m = atlas.curves[run or atlas.run]
+    t = half_drop_step(m, atlas.steps)
+    shapes = atlas.samples["shape"].to_numpy().astype(str)
+    out = {
+        "n": int(mask.sum()),
+        "share": float(mask.mean()),
+        "half_drop_step": float(np.nanmedian(t[mask])) if mask.any() else float("nan"),
+        "rest_half_drop_step": float(np.nanmedian(t[~mask])) if (~mask).any() else float("nan"),
+        "final_loss": float(np.median(m[mask, -1])) if mask.any() else float("nan"),
+        "rest_final_loss": float(np.median(m[~mask, -1])) if (~mask).any() else float("nan"),
+    }
+    for shape in SHAPES:
+        out[f"shape:{shape}"] = float((shapes[mask] == shape).mean()) if mask.any() else float("nan")
+        out[f"rest_shape:{shape}"] = float((shapes[~mask] == shape).mean()) if (~mask).any() else float("nan")
+    return out
+
+
+def curve_correlation(a: np.ndarray, b: np.ndarray, steps, from_step: int = 0) -> np.ndarray:
+    """Per-row Pearson r of two runs' curves of the same samples after removing each run's mean curve (so the shared
+    fall of every token does not count), over checkpoints ≥ ``from_step``. float64 [n_samples]."""
+    keep = np.asarray(steps) >= from_step
+    x = a[:, keep] - a[:, keep].mean(axis=0)
+    y = b[:, keep] - b[:, keep].mean(axis=0)
+    x = x - x.mean(axis=1, keepdims=True)
+    y = y - y.mean(axis=1, keepdims=True)
+    den = np.sqrt((x * x).sum(1) * (y * y).sum(1))
+    return np.divide((x * y).sum(1), den, out=np.full(len(x), np.nan), where=den > 0)
+
+
+def run_agreement(atlas: "Atlas", other: str, seed: int = 0) -> dict:
+    """How alike the same samples learn in ``atlas.run`` and ``other``: median per-sample r of mean-removed curves
+    (all checkpoints, and from 10% of training on), the same for randomly paired samples (the chance level), and the
+    share of samples with the same shape label in both runs (each labelled against its own mean curve)."""
+    a, b = atlas.curves[atlas.run], atlas.curves[other]
+    steps = atlas.steps
+    perm = np.random.default_rng(seed).permutation(len(a))
+    s10 = int(0.1 * steps[-1])
+    la = atlas.samples["shape"].to_numpy().astype(str)
+    lb = shape_labels(b, steps, min_change=atlas.params.get("min_change", 0.5)).astype(str)
+    return {
+        "run": other,
+        "median_r": float(np.nanmedian(curve_correlation(a, b, steps))),
+        "median_r_after_10pct": float(np.nanmedian(curve_correlation(a, b, steps, s10))),
+        "random_pairs_r": float(np.nanmedian(curve_correlation(a, b[perm], steps))),
+        "same_shape": float((la == lb).mean()),
+        "same_shape_random": float((la == lb[perm]).mean()),
+    }
+
+
+def default_run(run_names) -> str:
+    """The run a chapter maps by default: the largest size's default-seed run (Michaud mapped pythia-410m)."""
+    from .figures import parse_run
+
+    names = list(run_names)
+    best = max(names, key=lambda n: (parse_run(n)[2] == 0, parse_run(n)[1] if parse_run(n)[1] != float("inf") else -1))
+    return best
 
 
 # ---- the atlas ----------------------------------------------------------------------------------------------------
@@ -464,7 +558,7 @@ def build_atlas(
     table=None,
     **params,
 ) -> Atlas:
-    """The atlas of ``run`` (default: the suite's first run) of ``suite_name``, with the curves of ``runs`` (default:
+    """The atlas of ``run`` (default: :func:`default_run`, the largest default-seed run) of ``suite_name``, with the curves of ``runs`` (default:
     all runs) for overlays. ``params`` go to :func:`atlas_from_arrays` (n_neighbors, min_dist, seed, n_epochs,
     min_cluster_size, min_change). ``table``: a loaded :class:`~helpers.losses.LossTable`; by default
     :func:`helpers.losses.load_losses` loads (and if needed extracts) the suite's table.
@@ -474,7 +568,7 @@ def build_atlas(
 
         table = load_losses(suite_name)
     all_runs = list(table.runs)
-    run = run or all_runs[0]
+    run = run or default_run(all_runs)
     runs = [run] + [r for r in (runs or all_runs) if r != run]
     curves, steps = {}, None
     for r in runs:

@@ -159,3 +159,16 @@ def test_build_atlas_on_nano(nano):
     assert s["bigram_share"].min() >= 0 and (s["bigram_share"] > 0).mean() > 0.5
     assert 0 <= s["induction"].mean() <= 1
     assert atlas.clusters["size"].sum() == s.height
+
+
+def test_umap_neighbours_are_the_weighted_metrics_own():
+    from helpers.atlas import exact_neighbours
+
+    steps = SCHEDULES["pico"]
+    curves, _, _ = synthetic_curves(steps, n=400, seed=9, noise=0.3)
+    curves[1] = curves[0]  # an exact duplicate: each still lists itself first
+    idx, dist = exact_neighbours(scale_curves(curves, steps), 15)
+    assert (idx[:, 0] == np.arange(400)).all() and (dist[:, 0] == 0).all()
+    weighted = weighted_distance(curves[:, None, :], curves[None, :, :], steps)
+    for r in range(2, 400, 37):
+        np.testing.assert_allclose(np.sort(weighted[r])[:15], dist[r] ** 2, rtol=1e-3, atol=1e-5)
