@@ -80,6 +80,51 @@ def decode_curves(enc: dict, n_steps: int) -> np.ndarray:
     return (lo[:, None] + q * ((hi - lo) / (2 ** enc["bits"] - 1))[:, None]).astype(np.float32)
 
 
+# ---- contexts: one text per document, each sample a slice of it ------------------------------------------------------
+
+
+def _utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def pack_contexts(doc_ids, positions, contexts, targets, context_chars: int = CONTEXT_CHARS) -> dict:
+    """The last ``context_chars`` characters of each context, stored once per document where possible.
+
+    Samples of one document have contexts that are prefixes of one text (the longest context plus its target), so the
+    page gets that text once (``ctx_texts``) and per sample its index (``ctx_text``) and the slice ``[ctx_start,
+    ctx_end)`` in UTF-16 code units (JavaScript's string indices). A sample whose context is not such a prefix (e.g.
+    contexts clipped to their last tokens) keeps its own text (``ctx_text`` −1, text in ``ctx_own``).
+    ``ctx_clipped`` marks contexts shown without their beginning.
+    """
+    n = len(contexts)
+    last: dict = {}
+    for i in range(n):
+        d = doc_ids[i]
+        if d not in last or positions[i] > positions[last[d]]:
+            last[d] = i
+    texts, index = [], {}
+    for d, i in last.items():
+        index[d] = len(texts)
+        texts.append(contexts[i] + targets[i])
+    ctx_text, start, end, own, clipped = [], [], [], [], []
+    for i in range(n):
+        c = contexts[i]
+        k = index[doc_ids[i]]
+        cut = max(0, len(c) - context_chars)
+        clipped.append(cut > 0)
+        if texts[k].startswith(c):
+            ctx_text.append(k)
+            start.append(_utf16_len(c[:cut]))
+            end.append(_utf16_len(c))
+            own.append("")
+        else:
+            ctx_text.append(-1)
+            start.append(0)
+            end.append(0)
+            own.append(c[cut:])
+    return {"ctx_texts": texts, "ctx_text": ctx_text, "ctx_start": start, "ctx_end": end, "ctx_own": own, "ctx_clipped": clipped}
+
+
 # ---- the payload ---------------------------------------------------------------------------------------------------
 
 
@@ -118,8 +163,7 @@ def viewer_payload(
     ]
     cl_colors = [NOISE_COLOR if c < 0 else CLUSTER_PALETTE[c % len(CLUSTER_PALETTE)] for c in cl_ids]
     domains = sorted(set(s["domain"].to_list()))
-    contexts = s["context_text"].to_list()
-    clipped = [c if len(c) <= context_chars else c[-context_chars:] for c in contexts]
+    ctx = pack_contexts(s["doc_id"].to_list(), s["position"].to_list(), s["context_text"].to_list(), s["target_text"].to_list(), context_chars)
     categories = {
         "cluster": {"label": "cluster", **_categories([cl_ids.index(c) for c in clusters], list(range(len(cl_ids))), cl_colors)},
         "shape": {"label": "shape", **_categories(s["shape"].to_list(), list(SHAPES), [SHAPE_COLORS[k] for k in SHAPES])},
@@ -154,8 +198,7 @@ def viewer_payload(
         "shape": s["shape"].to_list(),
         "induction": [bool(v) for v in s["induction"].to_list()],
         "final": np.round(s["final_loss"].to_numpy().astype(np.float64), 3).tolist(),
-        "context": clipped,
-        "context_clipped": [len(c) > context_chars for c in contexts],
+        **ctx,
         "curves": {r: encode_curves(atlas.curves[r][idx], bits) for r in runs},
         "mean": {r: np.round(atlas.curves[r].mean(axis=0).astype(np.float64), 4).tolist() for r in runs},
         "categories": categories,
@@ -355,6 +398,11 @@ VIEWER_JS = r"""
         if (part) parent.appendChild(document.createTextNode(part));
       });
     }
+    function contextOf(i) {
+      var k = D.ctx_text[i];
+      return k >= 0 ? D.ctx_texts[k].slice(D.ctx_start[i], D.ctx_end[i]) : D.ctx_own[i];
+    }
+    root.lcvContext = contextOf;
     function drawContext() {
       var i = selected;
       info.textContent = "sample " + D.sample_id[i] + " · document " + D.doc_id[i] + ", token " + D.position[i] +
@@ -362,8 +410,8 @@ VIEWER_JS = r"""
         " · " + D.shape[i] + (D.induction[i] ? " · the bigram occurred earlier in this context" : "") +
         " · final loss " + D.final[i].toFixed(2) + " nats";
       ctx.textContent = "";
-      if (D.context_clipped[i]) ctx.appendChild(node("span", "lcv-nl", "…"));
-      appendText(ctx, D.context[i]);
+      if (D.ctx_clipped[i]) ctx.appendChild(node("span", "lcv-nl", "…"));
+      appendText(ctx, contextOf(i));
       var t = node("span", "lcv-target");
       appendText(t, D.target_text[i]);
       ctx.appendChild(t);

@@ -62,7 +62,7 @@ def test_hostile_token_text_cannot_add_tags_or_scripts(hostile_atlas):
     assert data_attrs["type"] == "application/json"
     payload = json.loads(parts.scripts[0])
     assert HOSTILE_TEXT in payload["target_text"]
-    assert any(HOSTILE_TEXT in c for c in payload["context"])
+    assert any(HOSTILE_TEXT in c for c in payload["ctx_texts"] + payload["ctx_own"])
     # the page script never hands data to an HTML parser; plotly strings go through esc()
     script = parts.scripts[1]
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
@@ -125,3 +125,19 @@ def test_explorer_filters_by_token_domain_cluster_and_shape(hostile_atlas):
     ex.token.value = "no token has this text"
     assert len(ex.rows) == 0 and ex.count.value.startswith("0 of")
     assert "No sample matches" in ex.output.outputs[-1]["text"]
+
+
+def test_contexts_are_stored_once_per_document_and_sliced_back():
+    from helpers.viewer import pack_contexts
+
+    doc = "Line one\nWORD ü𝄞 two </b>\nthree"
+    cut = [5, 9, 14, 17, 22, len(doc) - 2]  # sample i: context doc[:cut], target the next character
+    docs = [1] * len(cut) + [1]  # the last sample: same document, a context that is not a prefix of it
+    contexts = [doc[:c] for c in cut] + ["a clipped window that is not a prefix"]
+    targets = [doc[c] for c in cut] + ["x"]
+    packed = pack_contexts(docs, cut + [3], contexts, targets, context_chars=10)
+    assert len(packed["ctx_texts"]) == 1 and packed["ctx_text"][-1] == -1 and packed["ctx_own"][-1] == contexts[-1][-10:]
+    units = [packed["ctx_texts"][0].encode("utf-16-le")]
+    for i, c in enumerate(contexts[:-1]):
+        got = units[0][2 * packed["ctx_start"][i] : 2 * packed["ctx_end"][i]].decode("utf-16-le")  # JS slice semantics
+        assert got == c[-10:] and packed["ctx_clipped"][i] == (len(c) > 10)
