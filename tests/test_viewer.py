@@ -141,3 +141,19 @@ def test_contexts_are_stored_once_per_document_and_sliced_back():
     for i, c in enumerate(contexts[:-1]):
         got = units[0][2 * packed["ctx_start"][i] : 2 * packed["ctx_end"][i]].decode("utf-16-le")  # JS slice semantics
         assert got == c[-10:] and packed["ctx_clipped"][i] == (len(c) > 10)
+
+
+def test_show_viewer_uses_the_books_plotly_in_the_build_and_inlines_it_elsewhere(hostile_atlas, monkeypatch):
+    import IPython.display
+
+    from helpers.viewer import show_viewer
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj.data))
+    monkeypatch.setenv("BOOK_BUILD", "1")
+    show_viewer(hostile_atlas)
+    monkeypatch.setenv("BOOK_BUILD", "0")
+    show_viewer(hostile_atlas)
+    book, live = shown
+    assert len(book) < 1_000_000 < len(live)  # no second plotly.js on a book page; a live notebook gets its own
+    assert "window.__lcvDefine" not in book and "window.__lcvDefine" in live
