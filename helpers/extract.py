@@ -84,6 +84,7 @@ class Engine:
         self.device, self.precision = resolve_device(device, precision)
         self.batch_size = batch_size
         self.chunk_elements = chunk_elements
+        self.last_tokens = 0  # tokens run through the model by the last call of losses()
 
     def default_batch_size(self, context: int) -> int:
         budget = CUDA_BATCH_TOKENS if self.device.startswith("cuda") else CPU_BATCH_TOKENS
@@ -95,10 +96,16 @@ class Engine:
 
         if self.batch_size is None:
             self.batch_size = self.default_batch_size(documents.context)
-        lengths = documents.lengths
+        # the model is causal: a window is needed only up to (not including) its last sampled position, and a window
+        # without samples not at all
+        lengths = np.zeros(len(documents), dtype=np.int64)
+        np.maximum.at(lengths, window, position)
         order = np.argsort(-lengths, kind="stable")  # long windows first: batches of similar length
+        order = order[lengths[order] > 0]
+        self.last_tokens = int(lengths.sum())  # tokens run through the model
         by_window = np.argsort(window, kind="stable")  # sample indices grouped by window
         starts = np.searchsorted(window[by_window], np.arange(len(lengths) + 1))
+        targets = np.array([documents.tokens[w][p] for w, p in zip(window, position)], dtype=np.int64)
         out = np.full(len(window), np.nan, dtype=np.float32)
         done = 0
         with torch.inference_mode():
@@ -111,7 +118,8 @@ class Engine:
                 row_of = np.empty(len(lengths), dtype=np.int64)
                 row_of[batch] = np.arange(len(batch))
                 try:
-                    loss = self._batch(model, [documents.tokens[w] for w in batch], row_of[window[samples]], position[samples])
+                    windows = [documents.tokens[w][: lengths[w]] for w in batch]
+                    loss = self._batch(model, windows, row_of[window[samples]], position[samples], targets[samples])
                 except Exception as e:
                     if not is_out_of_memory(e) or self.batch_size == 1:
                         raise
@@ -132,8 +140,9 @@ class Engine:
             return torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _batch(self, model, windows: list[np.ndarray], rows: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        """Losses of the targets at (rows, positions) of one batch of windows (right-padded with token 0)."""
+    def _batch(self, model, windows: list[np.ndarray], rows: np.ndarray, positions: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """Losses of ``targets``, the tokens at (rows, positions) of one batch of windows (right-padded with token 0;
+        a window may end before its target, since only the tokens before a target are inputs)."""
         import torch
         import torch.nn.functional as F
 
@@ -150,7 +159,7 @@ class Engine:
         head = model.get_output_embeddings()
         # the hidden state at position - 1 predicts the token at position; Float[Tensor, "n_targets d_model"]
         h = hidden[rows_t, pos_t - 1].to(head.weight.dtype)
-        targets = ids_t[rows_t, pos_t]
+        targets = torch.from_numpy(targets).to(self.device)
         vocab = head.weight.shape[0]
         chunk = max(1, self.chunk_elements // vocab)
         out = torch.empty(len(rows), dtype=torch.float32, device=self.device)
@@ -312,7 +321,7 @@ def run_tasks(suite, layout, todo, engine, documents, window, position, val_docs
             try:
                 if not layout.loss_file(run, step).exists():
                     loss = engine.losses(model, documents, window, position)
-                    tokens += int(documents.lengths.sum())
+                    tokens += engine.last_tokens
                     bad = int((~np.isfinite(loss)).sum())
                     if bad:
                         raise FloatingPointError(f"{bad} of {len(loss)} sampled losses are NaN or infinite; not written")
@@ -326,7 +335,7 @@ def run_tasks(suite, layout, todo, engine, documents, window, position, val_docs
                     )
                 if val_docs is not None and not layout.validation_file(run, step).exists():
                     vloss = engine.losses(model, val_docs, val_window, val_position)
-                    tokens += int(val_docs.lengths.sum())
+                    tokens += engine.last_tokens
                     bad = int((~np.isfinite(vloss)).sum())
                     if bad:
                         raise FloatingPointError(f"{bad} of {len(vloss)} validation losses are NaN or infinite; not written")
