@@ -1,7 +1,7 @@
 """Sphinx extension of the book (loaded from ``_config.yml``): what every ``jupyter-book build`` must do.
 
 - ``BOOK_BUILD=1`` in the environment, so the notebook kernels (children of this process) emit figures as HTML for
-  the one ``plotly.min.js`` in ``book/_static`` (see :func:`helpers.figures.show`).
+  the one ``plotly.min.js`` in ``book/_static`` (see :func:`helpers.figures.show`); progress bars off.
 - ``book/_static/plotly.min.js`` is the copy shipped with the installed plotly, so the library and the figures agree.
 - The jupyter-cache folder is keyed on the suite, its trained weights (``suite.json``) and the helpers' source, and a
   change of any of them rebuilds every page: cached outputs of another suite or older code are never shown.
@@ -43,14 +43,15 @@ def sync_plotly_js(static_dir: Path) -> Path:
 
 
 def suite_key(suite: str) -> str:
-    """``<suite>-<hash>``: the hash covers the suite's ``suite.json`` (if trained) and the helpers' source."""
+    """``<suite>-<hash>``: the hash covers the suite's ``suite.json`` (if trained), the helpers' source and this
+    extension (which sets the kernels' environment)."""
     from helpers.paths import suite_dir
 
     h = hashlib.sha256(suite.encode())
     meta = suite_dir(suite) / "suite.json"
     h.update(meta.read_bytes() if meta.exists() else b"untrained")
-    for path in sorted((BOOK_ROOT / "helpers").rglob("*.py")):
-        h.update(path.relative_to(BOOK_ROOT).as_posix().encode())
+    for path in sorted((BOOK_ROOT / "helpers").rglob("*.py")) + [Path(__file__).resolve()]:
+        h.update(path.name.encode())
         h.update(path.read_bytes())
     return f"{suite}-{h.hexdigest()[:12]}"
 
@@ -113,8 +114,15 @@ def put_catch_all_codecs_last() -> None:
     codecs.register(future_typing_codec.search_function)
 
 
+KERNEL_ENV = {
+    "BOOK_BUILD": "1",  # helpers.figures.show emits HTML for the shared plotly.js
+    "TQDM_DISABLE": "1",  # progress bars are ipywidgets in a kernel: dead boxes on a static page
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # the same for huggingface_hub and transformers ("Loading weights")
+}
+
+
 def on_config_inited(app, config) -> None:
-    os.environ["BOOK_BUILD"] = "1"
+    os.environ.update(KERNEL_ENV)  # the notebook kernels are children of this process
     put_catch_all_codecs_last()
     from helpers.paths import book_suite
 
