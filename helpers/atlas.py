@@ -422,7 +422,7 @@ def cluster_table(samples: pl.DataFrame, curves: np.ndarray, steps, top: int = 3
 
 def group_summary(atlas: "Atlas", mask: np.ndarray, run: str | None = None) -> dict:
     """Numbers for the samples selected by ``mask`` vs the rest: count, share, median half-drop step, median final
-    loss, and the share of each shape label (``shape:<label>``) in the group and in the rest (``rest_shape:<label>``)."""
+    loss, the group's median percentile in the ordering of all samples by final loss, and the share of each shape label (``shape:<label>``) in the group and in the rest (``rest_shape:<label>``)."""
     mask = np.asarray(mask, dtype=bool)
     m = atlas.curves[run or atlas.run]
     t = half_drop_step(m, atlas.steps)
@@ -434,6 +434,8 @@ def group_summary(atlas: "Atlas", mask: np.ndarray, run: str | None = None) -> d
         "rest_half_drop_step": float(np.nanmedian(t[~mask])) if (~mask).any() else float("nan"),
         "final_loss": float(np.median(m[mask, -1])) if mask.any() else float("nan"),
         "rest_final_loss": float(np.median(m[~mask, -1])) if (~mask).any() else float("nan"),
+        # where the group sits in the ordering by final loss (0 = lowest loss of all samples, 1 = highest)
+        "final_loss_percentile": float(np.median(np.argsort(np.argsort(m[:, -1]))[mask] / max(len(m) - 1, 1))) if mask.any() else float("nan"),
     }
     for shape in SHAPES:
         out[f"shape:{shape}"] = float((shapes[mask] == shape).mean()) if mask.any() else float("nan")
@@ -453,24 +455,61 @@ def curve_correlation(a: np.ndarray, b: np.ndarray, steps, from_step: int = 0) -
     return np.divide((x * y).sum(1), den, out=np.full(len(x), np.nan), where=den > 0)
 
 
-def run_agreement(atlas: "Atlas", other: str, seed: int = 0) -> dict:
-    """How alike the same samples learn in ``atlas.run`` and ``other``: median per-sample r of mean-removed curves
-    (all checkpoints, and from 10% of training on), the same for randomly paired samples (the chance level), and the
-    share of samples with the same shape label in both runs (each labelled against its own mean curve)."""
-    a, b = atlas.curves[atlas.run], atlas.curves[other]
+def run_agreement(atlas: "Atlas", run_a: str, run_b: str, seed: int = 0) -> dict:
+    """How alike the same samples learn in two runs: median per-sample r of mean-removed curves (all checkpoints, and
+    from 10% of training on), the same for randomly paired samples (the chance level), and the share of samples with
+    the same shape label in both runs (each run labelled against its own mean curve), with its chance level."""
+    a, b = atlas.curves[run_a], atlas.curves[run_b]
     steps = atlas.steps
     perm = np.random.default_rng(seed).permutation(len(a))
     s10 = int(0.1 * steps[-1])
-    la = atlas.samples["shape"].to_numpy().astype(str)
-    lb = shape_labels(b, steps, min_change=atlas.params.get("min_change", 0.5)).astype(str)
+    la, lb = _labels(atlas, run_a), _labels(atlas, run_b)
     return {
-        "run": other,
+        "run_a": run_a,
+        "run_b": run_b,
         "median_r": float(np.nanmedian(curve_correlation(a, b, steps))),
         "median_r_after_10pct": float(np.nanmedian(curve_correlation(a, b, steps, s10))),
         "random_pairs_r": float(np.nanmedian(curve_correlation(a, b[perm], steps))),
         "same_shape": float((la == lb).mean()),
         "same_shape_random": float((la == lb[perm]).mean()),
     }
+
+
+def _labels(atlas: "Atlas", run: str) -> np.ndarray:
+    if run == atlas.run:
+        return atlas.samples["shape"].to_numpy().astype(str)
+    return shape_labels(atlas.curves[run], atlas.steps, min_change=atlas.params.get("min_change", 0.5)).astype(str)
+
+
+def shape_agreement(atlas: "Atlas", run_a: str, run_b: str) -> pl.DataFrame:
+    """Per shape label: its share in ``run_a``, the share of those samples with the same label in ``run_b``, and that
+    label's share in ``run_b`` (what agreement by chance would give). A label well above chance is a property of the
+    token, not of one run's noise."""
+    la, lb = _labels(atlas, run_a), _labels(atlas, run_b)
+    rows = []
+    for shape in SHAPES:
+        sel = la == shape
+        rows.append(
+            {
+                "shape": shape,
+                "share": float(sel.mean()),
+                "same_in_other_run": float((lb[sel] == shape).mean()) if sel.any() else float("nan"),
+                "chance": float((lb == shape).mean()),
+            }
+        )
+    return pl.DataFrame(rows)
+
+
+def run_pairs(run_names) -> list[tuple[str, str, str]]:
+    """``(kind, a, b)`` for every pair of runs: kind ``seed`` when they differ only in seed, ``size`` otherwise."""
+    from .figures import parse_run, sort_runs
+
+    names = sort_runs(run_names)
+    out = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            out.append(("seed" if parse_run(a)[0] == parse_run(b)[0] else "size", a, b))
+    return out
 
 
 def default_run(run_names) -> str:

@@ -172,3 +172,19 @@ def test_umap_neighbours_are_the_weighted_metrics_own():
     weighted = weighted_distance(curves[:, None, :], curves[None, :, :], steps)
     for r in range(2, 400, 37):
         np.testing.assert_allclose(np.sort(weighted[r])[:15], dist[r] ** 2, rtol=1e-3, atol=1e-5)
+
+
+def test_run_pairs_agreement_and_group_summary_on_a_synthetic_atlas():
+    from helpers.atlas import group_summary, run_agreement, run_pairs, shape_agreement
+
+    atlas = synthetic_atlas(SCHEDULES["pico"], n=600, seed=6)  # runs syn-1m, syn-1m-seed1, syn-2m
+    assert run_pairs(atlas.runs) == [("seed", "syn-1m", "syn-1m-seed1"), ("size", "syn-1m", "syn-2m"), ("size", "syn-1m-seed1", "syn-2m")]
+    agree = run_agreement(atlas, "syn-1m", "syn-1m-seed1")
+    assert agree["median_r"] > 0.8 > 0.2 > abs(agree["random_pairs_r"])  # the same curves plus small noise
+    assert agree["same_shape"] > agree["same_shape_random"]
+    t = shape_agreement(atlas, "syn-1m", "syn-1m-seed1")
+    assert t["shape"].to_list() == list(SHAPES) and abs(t["share"].sum() - 1) < 1e-9
+    flat = atlas.samples["shape"].to_numpy() == "flat"
+    g = group_summary(atlas, flat)
+    assert g["n"] == flat.sum() and g["shape:flat"] == 1.0 and g["rest_shape:flat"] == 0.0
+    assert g["final_loss"] > g["rest_final_loss"] and g["final_loss_percentile"] > 0.5
