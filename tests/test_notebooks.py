@@ -33,6 +33,17 @@ def test_committed_notebook_starts_with_the_setup_cell_and_has_no_outputs(path):
     assert nb.metadata["kernelspec"]["name"] == "python3"
 
 
+@pytest.mark.parametrize("path", COMMITTED, ids=[p.name for p in COMMITTED])
+def test_only_the_setup_cell_sets_the_suite(path):
+    """The suite is one setting ($BOOK_SUITE via the first cell); a chapter that sets SUITE itself breaks nano builds."""
+    import re
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells[1:]:
+        if cell.cell_type == "code":
+            assert not re.search(r"^\s*SUITE\s*=", cell.source, re.M), f"{path.name}: a cell sets SUITE: {cell.source[:60]!r}"
+
+
 def test_committed_notebooks_are_exactly_what_the_tool_writes():
     changed = process(COMMITTED, check=True)
     assert not changed, f"run `python -m helpers.notebooks`: {[p.name for p in changed]}"
