@@ -234,3 +234,15 @@ def load_documents(name: str = "pico-pile", split: str | None = None) -> pl.Data
         raise ValueError(f"unknown split {split!r}; valid: {list(SPLITS)}")
     frame = pl.read_parquet(build_corpus(name))
     return frame if split is None else frame.filter(pl.col("split") == split)
+
+
+def corpus_summary(name: str, tokenizer) -> pl.DataFrame:
+    """Documents, characters and tokens (with ``tokenizer``) per domain and split."""
+    docs = load_documents(name)
+    lengths = [len(ids) for ids in tokenizer(docs["text"].to_list(), add_special_tokens=False)["input_ids"]]
+    return (
+        docs.with_columns(tokens=pl.Series(lengths, dtype=pl.Int64), chars=pl.col("text").str.len_chars())
+        .group_by("domain", "split")
+        .agg(documents=pl.len(), chars=pl.col("chars").sum(), tokens=pl.col("tokens").sum())
+        .sort("domain", pl.col("split").replace_strict({"train": 0, "validation": 1, "test": 2}, return_dtype=pl.Int8))
+    )

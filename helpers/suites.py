@@ -169,6 +169,16 @@ class LocalSuite(Suite):
         self.meta = meta
         self._tokenizer = None
 
+    def training_log(self, runs: list[str] | None = None) -> pl.DataFrame:
+        """Training loss of every update: columns run, step, tokens, loss (nats, mean over the batch), lr."""
+        frames = []
+        for r in self.select(runs):
+            path = Path(r.source) / "train_log.parquet"
+            if not path.exists():
+                raise SuiteError(f"training log {path} is missing")
+            frames.append(pl.read_parquet(path).select(pl.lit(r.name).alias("run"), "step", "tokens", "loss", "lr"))
+        return pl.concat(frames)
+
     def checkpoint_dir(self, r: Run, step: int) -> str:
         folder = Path(r.source) / f"step{step}"
         weights = folder / WEIGHTS_FILE

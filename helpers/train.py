@@ -301,6 +301,19 @@ def train_suite(name: str, runs: list[str] | None = None, workers: int | None = 
     return write_suite_json(recipe)
 
 
+def ensure_suite(name: str):
+    """The suite ``name``, training it first if it is a local suite that is not trained yet (hub suites load lazily)."""
+    from .suites import load_suite
+
+    if name in RECIPES:
+        root = suite_dir(name)
+        recipe = RECIPES[name]
+        done = all((root / r.name / "run.json").exists() for r in recipe.runs())
+        if not done or not (root / "suite.json").exists():
+            train_suite(name)
+    return load_suite(name)
+
+
 def _data_root() -> Path:
     from .paths import data_root
 
