@@ -118,6 +118,10 @@ class Suite:
         r = self.run(run)
         r.check_step(step)
         folder = self.checkpoint_dir(r, step)
+        from transformers.utils import logging as hf_logging
+
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # a bar per load would drown a notebook (and be a dead widget in the book)
         try:
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or torch.float32)
         except SuiteError:
@@ -125,6 +129,9 @@ class Suite:
         except Exception as e:  # transformers raises many types for a broken checkpoint
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise SuiteError(f"cannot load {r.name} step {step} from {folder}: {first}") from None
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
         self._warn_if_duplicate(r, step, self.weights_id(r, step, model))
         return model.to(device).eval(), self.tokenizer()
 
