@@ -314,7 +314,8 @@ VIEWER_JS = r"""
         controls.appendChild(lab);
       });
     }
-    var panes = node("div", "lcv-panes"), mapDiv = node("div", "lcv-map"), curveDiv = node("div", "lcv-curve");
+    // "plotly-graph-div" as on every plotly figure of the book, so page checks that look for figures find these too
+    var panes = node("div", "lcv-panes"), mapDiv = node("div", "lcv-map plotly-graph-div"), curveDiv = node("div", "lcv-curve plotly-graph-div");
     mapDiv.id = ROOT + "-map"; curveDiv.id = ROOT + "-curve";
     panes.appendChild(mapDiv); panes.appendChild(curveDiv);
     var info = node("div", "lcv-info"), ctx = node("div", "lcv-context");
