@@ -99,6 +99,7 @@ def embed(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*n_jobs value 1 overridden.*")
         warnings.filterwarnings("ignore", message=".*random_state.*parallelism.*")
+        warnings.filterwarnings("ignore", message=".*knn_search_index.*")  # we never transform new data
         out = reducer.fit_transform(x)
     return np.asarray(out, dtype=np.float32)
 
