@@ -38,13 +38,13 @@ def run(cmd: list[str], env: dict, log: Path) -> float:
     return seconds
 
 
-def build_once(suite: str, data: Path, out: Path, log: Path) -> dict[str, float]:
+def build_once(suite: str, data: Path, out: Path, log: Path, source: Path = REPO) -> dict[str, float]:
     env = {**os.environ, "BOOK_SUITE": suite, "BOOK_DATA": str(data), "BOOK_BUILD": "1"}
     jupyter_book = str(REPO / ".venv" / "bin" / "jupyter-book")
     if not Path(jupyter_book).exists():
         jupyter_book = shutil.which("jupyter-book") or "jupyter-book"
     times = {"data_s": run(["make", "data"], env, log)}
-    times["build_s"] = run([jupyter_book, "build", str(REPO), "--path-output", str(out), "-W", "-n", "--keep-going"], env, log)
+    times["build_s"] = run([jupyter_book, "build", str(source), "--path-output", str(out), "-W", "-n", "--keep-going"], env, log)
     times["total_s"] = times["data_s"] + times["build_s"]
     pages = list((out / "_build" / "html").rglob("*.html"))
     if not pages:
@@ -55,6 +55,7 @@ def build_once(suite: str, data: Path, out: Path, log: Path) -> dict[str, float]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", default="pico", help="suite to build the book on (default: pico)")
+    parser.add_argument("--source", type=Path, default=REPO, help="the book to build (default: this checkout)")
     parser.add_argument("--keep", type=Path, default=None, help="folder for the data and the build (default: a temporary one, deleted)")
     args = parser.parse_args(argv)
 
@@ -63,11 +64,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"error: {args.keep} is not empty; a cold build needs a fresh folder")
     root.mkdir(parents=True, exist_ok=True)
     data, out, log = root / "data", root / "out", root / "build.log"
-    print(f"suite {args.suite}, data and build in {root}, log {log}", flush=True)
+    chapters = sorted(p.name for p in (args.source / "notebooks").glob("*.ipynb"))
+    print(f"suite {args.suite}, book {args.source} ({len(chapters)} notebooks), data and build in {root}, log {log}", flush=True)
     try:
-        cold = build_once(args.suite, data, out, log)
+        cold = build_once(args.suite, data, out, log, args.source)
         print(f"cold build: {cold['total_s']:.0f} s (data {cold['data_s']:.0f} s, book {cold['build_s']:.0f} s)", flush=True)
-        warm = build_once(args.suite, data, out, log)
+        warm = build_once(args.suite, data, out, log, args.source)
         print(f"warm rebuild: {warm['total_s']:.0f} s (data {warm['data_s']:.0f} s, book {warm['build_s']:.0f} s)", flush=True)
     finally:
         if log.exists():
@@ -83,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         "warm_data_s": round(warm["data_s"], 1),
         "warm_book_s": round(warm["build_s"], 1),
         "cpus": os.cpu_count(),
+        "notebooks": len(chapters),
     }
     print(json.dumps(result))
     return 0
