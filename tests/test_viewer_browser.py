@@ -213,7 +213,7 @@ def test_ten_thousand_points_stay_responsive(site, browser):
 
 def test_viewer_in_the_built_book(browser):
     """The viewer on the built page of notebook 02 (``_build/html``, or ``$BOOK_HTML``): loads with the book's shared
-    plotly.js (no second copy) and selecting a point changes the panes."""
+    plotly.js (no second copy), and clicking a point changes the curve and context panes."""
     html_root = Path(os.environ.get("BOOK_HTML", REPO_ROOT / "_build" / "html"))
     pages = sorted(html_root.glob("**/02_*.html"))
     if not pages:
@@ -229,12 +229,23 @@ def test_viewer_in_the_built_book(browser):
         page.goto(f"http://127.0.0.1:{server.server_port}/{pages[0].relative_to(html_root).as_posix()}")
         page.wait_for_selector(".lcv[data-ready='1']", timeout=60_000)
         root_id = page.get_attribute(".lcv", "id")
+        page.locator(f"#{root_id}-map").scroll_into_view_if_needed()
         before = _panes(page, root_id)
-        n = page.evaluate(f"JSON.parse(document.getElementById('{root_id}-data').textContent).n")
-        page.evaluate(f"document.getElementById('{root_id}').lcvSelect({n - 1})")
+        page.uncheck(f"#{root_id} .lcv-controls input[type=checkbox] >> nth=0")  # only the click selects
+        target = page.evaluate(
+            """(id) => { const D = JSON.parse(document.getElementById(id + "-data").textContent), s = document.getElementById(id).lcvSelected();
+                         let best = 0, far = -1;
+                         for (let i = 0; i < D.n; i++) { const d = (D.x[i]-D.x[s])**2 + (D.y[i]-D.y[s])**2; if (d > far) { far = d; best = i; } }
+                         return best; }""",
+            root_id,
+        )
+        x, y = _point_on_screen(page, root_id, target)
+        page.mouse.move(x, y)
+        page.wait_for_timeout(150)
+        page.mouse.click(x, y)
+        page.wait_for_function(f"document.getElementById('{root_id}').getAttribute('data-selected') !== '{before['selected']}'", timeout=10_000)
         after = _panes(page, root_id)
         assert after["context"] != before["context"] and after["curve"] != before["curve"]
-        page.locator(".lcv").first.scroll_into_view_if_needed()
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "viewer_book.png"), full_page=False)
         assert not errors
