@@ -266,3 +266,32 @@ def test_bf16_autocast_path_runs_on_cpu(nano):
     fp32 = X.Engine("cpu", "fp32").losses(model, docs, window, position)
     bf16 = X.Engine("cpu", "bf16").losses(model, docs, window, position)
     assert np.isfinite(bf16).all() and 0 < np.abs(bf16 - fp32).max() < 0.1
+
+
+def test_hub_suite_through_a_stand_in_mirror(nano, tmp_path, monkeypatch):
+    """A hub suite (any repo with a revision list): context from the hub config, capped; losses match the naive loop."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    from helpers.samples import suite_context
+    from helpers.suites import revision_suite
+
+    mirror = tmp_path / "mirror"
+    for revision, seed in {"checkpoint-0": 0, "checkpoint-10": 1}.items():
+        folder = mirror / "org/tiny" / revision
+        torch.manual_seed(seed)
+        config = GPTNeoXConfig(vocab_size=512, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=128)
+        GPTNeoXForCausalLM(config).save_pretrained(folder)
+        for f in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(nano.root / f, folder / f)
+    monkeypatch.setenv("BOOK_HUB_MIRROR", str(mirror))
+    suite = revision_suite("tiny-hub", {"tiny": "org/tiny"}, {0: "checkpoint-0", 10: "checkpoint-10"}, size="tiny",
+                           params=1, non_embedding_params=1, tokens_per_step=1)
+    assert suite_context(suite) == 2048 and suite_context(suite, cap=48) == 48
+    table = X.extract(suite, mode="all_positions", n_documents=5, context=48, root=tmp_path / "losses", progress=False)
+    losses, steps = table.matrix("tiny")
+    assert steps == [0, 10] and table.settings["context"] == 48
+    docs = tokenize_split(suite, "test", context=48, n_documents=5)
+    model, _ = suite.load("tiny", 10)
+    expected = np.concatenate([naive_losses(model, t) for t in docs.tokens])
+    assert np.abs(losses[:, 1] - expected).max() <= 1e-4
+    assert table.validation()["step"].to_list() == [0, 10]
