@@ -295,3 +295,27 @@ def test_hub_suite_through_a_stand_in_mirror(nano, tmp_path, monkeypatch):
     expected = np.concatenate([naive_losses(model, t) for t in docs.tokens])
     assert np.abs(losses[:, 1] - expected).max() <= 1e-4
     assert table.validation()["step"].to_list() == [0, 10]
+
+
+def test_drop_hub_revision_deletes_only_that_revision(monkeypatch):
+    import types
+
+    import huggingface_hub
+
+    deleted = []
+    rev = lambda h, refs: types.SimpleNamespace(commit_hash=h, refs=set(refs))  # noqa: E731
+    cache = types.SimpleNamespace(
+        repos=[types.SimpleNamespace(repo_id="EleutherAI/pythia-70m", revisions=[rev("aaa", ["step1000"]), rev("bbb", ["step2000"])]),
+               types.SimpleNamespace(repo_id="EleutherAI/pythia-160m", revisions=[rev("ccc", ["step1000"])])],
+        delete_revisions=lambda *hashes: types.SimpleNamespace(execute=lambda: deleted.extend(hashes)),
+    )
+    monkeypatch.setattr(huggingface_hub, "scan_cache_dir", lambda: cache)
+    X._drop_hub_revision("EleutherAI/pythia-70m", "step1000")
+    assert deleted == ["aaa"]
+
+    def broken():
+        raise OSError("no cache")
+
+    monkeypatch.setattr(huggingface_hub, "scan_cache_dir", broken)
+    with pytest.warns(UserWarning, match="could not drop the cache"):
+        X._drop_hub_revision("EleutherAI/pythia-70m", "step1000")
