@@ -10,8 +10,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 export BOOK_SUITE ?= pico
-# a CPU build of torch unless a CUDA driver is present
-TORCH_CPU := torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple
+# A CPU build of torch unless a CUDA driver is present: the local wheel or find-links copy if pip already knows one
+# (no network needed), else PyTorch's CPU index. PyPI itself has no +cpu builds, so the first try fails fast there.
+TORCH_CPU := torch==2.13.0+cpu
+TORCH_CPU_INDEX := --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple
 
 .PHONY: setup book data test chromium clean-book
 
@@ -19,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	if ! $(PY) -c "import torch" 2>/dev/null; then \
 	  if command -v nvidia-smi >/dev/null 2>&1; then $(PIP) install -q "torch>=2.4,<2.14"; \
-	  else $(PIP) install -q $(TORCH_CPU); fi; \
+	  else $(PIP) install -q "$(TORCH_CPU)" 2>/dev/null || $(PIP) install -q "$(TORCH_CPU)" $(TORCH_CPU_INDEX); fi; \
 	fi
 	$(PIP) install -q -e ".[book,test]"
 	touch $@
