@@ -20,16 +20,15 @@ import http.server
 import json
 import os
 import re
-import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from conftest import BUILD_LOG, SOURCE
 
 REPO = Path(__file__).resolve().parent.parent
-SOURCE = Path(os.environ.get("BOOK_SOURCE", REPO)).resolve()  # the book to build: this checkout unless set
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts" / "book"
 SKIP_PAGES = {"genindex.html", "search.html", "index.html"}  # index.html only redirects to the intro
@@ -39,21 +38,7 @@ WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 
-# ---- building ---------------------------------------------------------------------------------------------------------
-
-
-def build_book(out: Path, log: Path, env: dict | None = None, timeout: int = 3600) -> Path:
-    """``jupyter-book build`` of the repository into ``out``; returns the HTML folder. Raises on a failed build."""
-    exe = Path(sys.executable).parent / "jupyter-book"
-    cmd = [str(exe), "build", str(SOURCE), "--path-output", str(out), "-W", "-n", "--keep-going"]
-    proc = subprocess.run(cmd, env={**os.environ, **(env or {}), "BOOK_BUILD": "1"}, capture_output=True, text=True,
-                          timeout=timeout)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
-    if proc.returncode != 0:
-        lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "WARNING" in ln or "ERROR" in ln or "Error" in ln]
-        raise AssertionError(f"jupyter-book build failed (log: {log}):\n" + "\n".join(lines[-30:]))
-    return out / "_build" / "html"
+# ---- what the build made ------------------------------------------------------------------------------------
 
 
 def expected_figures(html_root: Path) -> dict[str, int]:
@@ -215,14 +200,6 @@ def chromium_or_skip() -> None:
 
 
 @pytest.fixture(scope="module")
-def built_book(nano, data_root, tmp_path_factory) -> Path:
-    """The book built on the nano suite (kept under $BOOK_TEST_DATA/book-build when that is set)."""
-    keep = os.environ.get("BOOK_TEST_DATA")
-    out = Path(keep) / "book-build" if keep else tmp_path_factory.mktemp("book")
-    return build_book(out, ARTIFACTS / "build.log", env={"BOOK_SUITE": "nano", "BOOK_DATA": str(data_root)})
-
-
-@pytest.fixture(scope="module")
 def page_reports(built_book) -> list[PageReport]:
     chromium_or_skip()
     return visit_pages(built_book, ARTIFACTS)
@@ -235,7 +212,7 @@ def test_build_has_every_toc_page_and_no_dropped_outputs(built_book):
     files = [toc["root"]] + [c["file"] for part in toc.get("parts", []) for c in part.get("chapters", [])]
     missing = [f for f in files if not (built_book / f"{f}.html").exists()]
     assert not missing, f"pages missing from the build: {missing}"
-    log = (ARTIFACTS / "build.log").read_text()
+    log = BUILD_LOG.read_text()
     assert "unknown mime type" not in log.lower()
     assert not re.search(r": WARNING: |^WARNING: ", log, re.M), "the build logged Sphinx warnings"
     expected_figures(built_book)  # raises on a plotly output the static page would drop
