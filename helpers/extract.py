@@ -15,6 +15,8 @@ How it is fast (all measured in ``benchmarks/extract.py``):
   ``position - 1`` predicts the token at ``position``), in chunks of rows, so ``[batch, seq, vocab]`` logits are
   never materialised whole, in either mode;
 - the next checkpoint is fetched (and on CUDA loaded) on a background thread while the current one computes;
+- a hub revision that the extraction downloaded is deleted from the Hugging Face cache once its losses are written
+  (a suite such as ``pythia-small`` is 350 GB of checkpoints; revisions cached before are kept);
 - the batch size halves on out-of-memory and stays halved.
 
 Every (run, step) is written atomically as soon as it is done, so an interrupted extraction resumes where it
@@ -187,14 +189,39 @@ def _write_frame(path, frame: pl.DataFrame) -> None:
         frame.write_parquet(tmp, compression="zstd", statistics=False)
 
 
+def _hub_cache() -> str:
+    """The Hugging Face cache folder (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``), read at call time."""
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
+def _in_hub_cache(repo: str, revision: str) -> bool:
+    """True if ``repo@revision`` is already in the Hugging Face cache (or comes from ``$BOOK_HUB_MIRROR``, which is
+    not the cache and is never dropped from)."""
+    if os.environ.get("BOOK_HUB_MIRROR"):
+        return True
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo, "config.json", revision=revision, cache_dir=_hub_cache()), str)
+    except Exception:
+        return True  # when in doubt, keep it
+
+
 def _drop_hub_revision(repo: str, revision: str) -> None:
-    """Free the disk space of one hub revision (after its losses are written)."""
+    """Free the disk space of one hub revision (after its losses are written). A snapshot that another ref (such as
+    ``main``, which is Pythia's ``step143000``) also points to is kept."""
     try:
         from huggingface_hub import scan_cache_dir
 
-        cache = scan_cache_dir()
+        cache = scan_cache_dir(_hub_cache())
         commits = [
-            rev.commit_hash for info in cache.repos if info.repo_id == repo for rev in info.revisions if revision in rev.refs
+            rev.commit_hash
+            for info in cache.repos
+            if info.repo_id == repo
+            for rev in info.revisions
+            if revision in rev.refs and not (set(rev.refs) - {revision})
         ]
         if commits:
             cache.delete_revisions(*commits).execute()
@@ -218,15 +245,16 @@ def extract(
     shard: str | tuple[int, int] | None = None,
     progress: bool = True,
     root=None,
-    drop_cache: bool = False,
+    drop_cache: bool | None = None,
 ) -> LossTable:
     """Compute and store the losses of ``runs`` (default all) at ``steps`` (default all) of a suite; skip what is
     already on disk. Returns the :class:`~helpers.losses.LossTable` of these runs and steps.
 
     mode/split/n_samples/n_documents/context: which targets (see :func:`helpers.samples.make_samples`);
     validation: also the mean loss over all positions of the validation split per step; shard: ``"i/n"``, this
-    process does tasks i, i+n, ...; root: the losses folder (default ``<data>/losses``); drop_cache: delete each hub
-    revision from the HF cache once its losses are written.
+    process does tasks i, i+n, ...; root: the losses folder (default ``<data>/losses``); drop_cache (hub suites):
+    once a revision's losses are written, delete it from the HF cache if this extraction downloaded it (None, the
+    default), always (True) or never (False).
 
     Raises :class:`ExtractionError` (one line per failed run/step) after doing everything else it could.
     """
@@ -288,9 +316,15 @@ def _load(suite, run: str, step: int, device: str):
     return model
 
 
-def _fetch(suite, run: str, step: int) -> None:
-    """Download (hub) and verify (local sha256) a checkpoint: I/O only, no torch ops."""
-    suite.checkpoint_dir(suite.run(run), step)
+def _prepare(suite, run: str, step: int, device: str, load: bool):
+    """``(model or None, downloaded)``: fetch (hub) and verify (local sha256) a checkpoint, and load it if ``load``.
+    ``downloaded`` is True when this call put a hub revision into the HF cache."""
+    r = suite.run(run)
+    downloaded = getattr(suite, "kind", "") == "hub" and not _in_hub_cache(r.source, r.revisions[step])
+    if not load:
+        suite.checkpoint_dir(r, step)  # I/O only, no torch ops
+        return None, downloaded
+    return _load(suite, run, step, device), downloaded
 
 
 def run_tasks(suite, layout, todo, engine, documents, window, position, val_docs, val_window, val_position, progress, drop_cache) -> list[str]:
@@ -315,13 +349,13 @@ def run_tasks(suite, layout, todo, engine, documents, window, position, val_docs
         def prefetch(i: int) -> None:
             if i < len(todo) and i not in futures:
                 run, step = todo[i]
-                futures[i] = pool.submit(_fetch, suite, run, step) if on_cpu else pool.submit(_load, suite, run, step, engine.device)
+                futures[i] = pool.submit(_prepare, suite, run, step, engine.device, not on_cpu)
 
         prefetch(0)
         for i, (run, step) in enumerate(todo):
             try:
-                model = futures.pop(i).result()
-                if on_cpu:
+                model, downloaded = futures.pop(i).result()
+                if model is None:
                     model = _load(suite, run, step, engine.device)
             except SuiteError as e:
                 errors.append(f"{run} step {step}: {e}")
@@ -361,7 +395,7 @@ def run_tasks(suite, layout, todo, engine, documents, window, position, val_docs
                 bar.write(f"error: {errors[-1]}")
             finally:
                 del model
-            if drop_cache and getattr(suite, "kind", "") == "hub":
+            if getattr(suite, "kind", "") == "hub" and (drop_cache or (drop_cache is None and downloaded)):
                 r = suite.run(run)
                 _drop_hub_revision(r.source, r.revisions[step])
             with lock:
@@ -389,7 +423,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-validation", action="store_true", help="skip the validation loss per step")
     parser.add_argument("--shard", help="i/n: do every n-th (run, step) starting at the i-th (0-based)")
     parser.add_argument("--out", help="losses folder (default: <data>/losses)")
-    parser.add_argument("--drop-cache", action="store_true", help="hub suites: delete each revision from the HF cache once done")
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument("--drop-cache", dest="drop_cache", action="store_const", const=True, default=None,
+                       help="hub suites: delete every revision from the HF cache once its losses are written "
+                            "(default: only the revisions this extraction downloaded)")
+    cache.add_argument("--keep-cache", dest="drop_cache", action="store_const", const=False,
+                       help="hub suites: keep every downloaded revision in the HF cache")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     from .paths import book_suite

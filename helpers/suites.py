@@ -256,11 +256,12 @@ class HubSuite(Suite):
 
         r = self.runs[0] if run is None else self.run(run)
         if r.source not in self._tokenizers:
+            revision = r.revisions[r.steps[-1]]  # the tokenizer of the last checkpoint (Pythia: the same at every step)
             mirror = os.environ.get("BOOK_HUB_MIRROR")
             if mirror:
-                tok = AutoTokenizer.from_pretrained(Path(mirror) / r.source / r.revisions[r.steps[-1]])
+                tok = AutoTokenizer.from_pretrained(Path(mirror) / r.source / revision)
             else:
-                tok = AutoTokenizer.from_pretrained(r.source)
+                tok = AutoTokenizer.from_pretrained(r.source, revision=revision)
             self._tokenizers[r.source] = tok
         return self._tokenizers[r.source]
 

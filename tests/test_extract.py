@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -297,25 +298,80 @@ def test_hub_suite_through_a_stand_in_mirror(nano, tmp_path, monkeypatch):
     assert table.validation()["step"].to_list() == [0, 10]
 
 
-def test_drop_hub_revision_deletes_only_that_revision(monkeypatch):
-    import types
+def _cache_revision(cache: Path, repo: str, refs: list[str], commit: str, files: dict[str, bytes]) -> None:
+    """One revision of ``repo`` in the Hugging Face cache's on-disk layout: blobs, a snapshot of symlinks, refs."""
+    folder = cache / ("models--" + repo.replace("/", "--"))
+    for name, data in files.items():
+        blob = folder / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        link = folder / "snapshots" / commit / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    (folder / "refs").mkdir(parents=True, exist_ok=True)
+    for ref in refs:
+        (folder / "refs" / ref).write_text(commit)
 
-    import huggingface_hub
 
-    deleted = []
-    rev = lambda h, refs: types.SimpleNamespace(commit_hash=h, refs=set(refs))  # noqa: E731
-    cache = types.SimpleNamespace(
-        repos=[types.SimpleNamespace(repo_id="EleutherAI/pythia-70m", revisions=[rev("aaa", ["step1000"]), rev("bbb", ["step2000"])]),
-               types.SimpleNamespace(repo_id="EleutherAI/pythia-160m", revisions=[rev("ccc", ["step1000"])])],
-        delete_revisions=lambda *hashes: types.SimpleNamespace(execute=lambda: deleted.extend(hashes)),
-    )
-    monkeypatch.setattr(huggingface_hub, "scan_cache_dir", lambda: cache)
+def _cached_refs(cache: Path) -> list[tuple[str, str]]:
+    from huggingface_hub import scan_cache_dir
+
+    return sorted((r.repo_id, ref) for r in scan_cache_dir(cache).repos for rev in r.revisions for ref in rev.refs)
+
+
+def test_hub_cache_drops_only_the_revisions_asked_for(tmp_path, monkeypatch):
+    """On a real cache folder: a revision is dropped whole, other revisions and repos stay, a snapshot that another
+    ref (main) shares stays, and a broken cache warns instead of failing the extraction."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub"
+    for repo, refs, commit in [("EleutherAI/pythia-70m", ["step1000"], "a"), ("EleutherAI/pythia-70m", ["step2000"], "b"),
+                               ("EleutherAI/pythia-70m", ["step143000", "main"], "c"), ("EleutherAI/pythia-160m", ["step1000"], "d")]:
+        _cache_revision(cache, repo, refs, commit * 40, {"config.json": commit.encode(), "model.safetensors": commit.encode() * 99})
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.delenv("BOOK_HUB_MIRROR", raising=False)
+
+    assert X._in_hub_cache("EleutherAI/pythia-70m", "step1000")
+    assert not X._in_hub_cache("EleutherAI/pythia-70m", "step3000")
     X._drop_hub_revision("EleutherAI/pythia-70m", "step1000")
-    assert deleted == ["aaa"]
+    X._drop_hub_revision("EleutherAI/pythia-70m", "step143000")  # the same snapshot as main: kept
+    assert _cached_refs(cache) == [("EleutherAI/pythia-160m", "step1000"), ("EleutherAI/pythia-70m", "main"),
+                                   ("EleutherAI/pythia-70m", "step143000"), ("EleutherAI/pythia-70m", "step2000")]
+    assert not (cache / "models--EleutherAI--pythia-70m" / "snapshots" / ("a" * 40)).exists()
+    assert not X._in_hub_cache("EleutherAI/pythia-70m", "step1000")
 
-    def broken():
-        raise OSError("no cache")
+    monkeypatch.setenv("BOOK_HUB_MIRROR", str(tmp_path / "mirror"))  # a mirror is not the cache: never dropped
+    assert X._in_hub_cache("EleutherAI/pythia-70m", "step3000")
 
-    monkeypatch.setattr(huggingface_hub, "scan_cache_dir", broken)
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "not-a-folder"))
     with pytest.warns(UserWarning, match="could not drop the cache"):
-        X._drop_hub_revision("EleutherAI/pythia-70m", "step1000")
+        X._drop_hub_revision("EleutherAI/pythia-70m", "step2000")
+
+
+def test_extraction_drops_only_revisions_it_downloaded(nano, tmp_path, monkeypatch):
+    """Checkpoints read through a real (offline) Hugging Face cache. drop_cache=None, the default, drops a revision
+    once its losses are written only if the extraction downloaded it; True drops every one, False none."""
+    from huggingface_hub import constants
+
+    from helpers.suites import revision_suite
+
+    monkeypatch.delenv("BOOK_HUB_MIRROR", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    suite = revision_suite("tiny-hub", {"tiny": "org/tiny"}, {0: "r0", 48: "r48"}, size="tiny", params=1,
+                           non_embedding_params=1, tokens_per_step=1)
+    before = {"r0"}  # the revisions in the cache before the extraction; it "downloads" the others
+    monkeypatch.setattr(X, "_in_hub_cache", lambda repo, revision: revision in before)
+    for drop, left in ((None, ["r0"]), (True, []), (False, ["r0", "r48"])):
+        shutil.rmtree(cache, ignore_errors=True)
+        for step, commit in ((0, "0"), (48, "4")):
+            files = {f.name: f.read_bytes() for f in (nano.root / "nano-20k" / f"step{step}").iterdir()}
+            files.update({f: (nano.root / f).read_bytes() for f in ("tokenizer.json", "tokenizer_config.json")})
+            _cache_revision(cache, "org/tiny", [f"r{step}"], commit * 40, files)
+        table = X.extract(suite, mode="all_positions", n_documents=2, context=32, root=tmp_path / f"losses-{drop}",
+                          progress=False, validation=False, drop_cache=drop)
+        assert table.steps("tiny") == [0, 48]
+        assert [ref for _, ref in _cached_refs(cache)] == left, drop
