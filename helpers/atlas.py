@@ -690,6 +690,7 @@ def synthetic_curves(steps, n: int = 1000, seed: int = 0, noise: float = 0.05) -
 
 
 HOSTILE_TEXT = "</script><img src=x onerror=alert(1)><script>window.__lcvPwned=1</script>&amp;\u2028\n"
+MARKUP_TOKEN = '"&amp;<b>'  # short enough to show unclipped: a quote, an entity and a tag, all to be shown as typed
 
 
 def synthetic_atlas(
@@ -697,7 +698,8 @@ def synthetic_atlas(
 ) -> Atlas:
     """An :class:`Atlas` of :func:`synthetic_curves` with made-up samples (for tests and the benchmark).
 
-    ``hostile``: every 7th target/context/previous token is :data:`HOSTILE_TEXT` (markup that must show as text).
+    ``hostile``: every 7th target/context/previous token is :data:`HOSTILE_TEXT` (markup that must show as text),
+    and every other 11th target is :data:`MARKUP_TOKEN`.
     ``embedding``: run UMAP; otherwise the map is the first two (scaled) curve coordinates of a PCA, which is fast.
     """
     rng = np.random.default_rng(seed)
@@ -708,6 +710,8 @@ def synthetic_atlas(
     prev = [words[(i * 3 + 1) % len(words)] for i in range(n)]
     context = [f"line one\nline {i} of a made-up context with{prev[i]}" for i in range(n)]
     if hostile:
+        for i in range(11, n, 11):
+            target[i] = MARKUP_TOKEN
         for i in range(0, n, 7):
             target[i] = prev[i] = HOSTILE_TEXT
             context[i] = HOSTILE_TEXT + " before " + HOSTILE_TEXT

@@ -231,8 +231,8 @@ VIEWER_JS = r"""
 (function () {
   "use strict";
   var ROOT = "__ROOT__";
-  function esc(s) {
-    return String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
+  function esc(s) {  // plotly's pseudo-HTML knows &amp; &lt; &gt; and numeric entities, not &quot;
+    return String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&#34;");
   }
   function clip(s, n) { s = String(s); return s.length <= n ? s : s.slice(0, n - 1) + "…"; }
   function bytes(b64) {

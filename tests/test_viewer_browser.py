@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.atlas import HOSTILE_TEXT, synthetic_atlas
+from helpers.atlas import HOSTILE_TEXT, MARKUP_TOKEN, synthetic_atlas
 from helpers.paths import REPO_ROOT
 from helpers.recipes import RECIPES
 from helpers.viewer import export_html, viewer_html
@@ -179,6 +179,10 @@ def test_hostile_token_text_shows_as_text_and_runs_nothing(site, browser):
     page.wait_for_selector("#atlas-h-map .hoverlayer .hovertext", timeout=10_000)
     assert "<img src=x" in page.locator("#atlas-h-map .hoverlayer").text_content()
     assert "<img src=x" in page.locator("#atlas-h-curve .gtitle").text_content()
+    # a quote, an entity and a tag in a token show exactly as typed in plotly's text (no &quot;, no decoded &amp;)
+    page.evaluate("document.getElementById('atlas-h').lcvSelect(11)")
+    page.wait_for_function("document.querySelector('#atlas-h-curve .gtitle').textContent.includes('sample 11')")
+    assert f"loss on {MARKUP_TOKEN} after" in page.locator("#atlas-h-curve .gtitle").text_content()
     page.wait_for_timeout(300)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "viewer_hostile.png"), full_page=True)
