@@ -130,10 +130,13 @@ def make_optimizer(recipe: Recipe, model):
     return torch.optim.AdamW(model.parameters(), lr=recipe.lr, betas=recipe.betas, weight_decay=recipe.weight_decay)
 
 
-def train_run(recipe: Recipe, spec: RunSpec, tokens_path: Path, position: int = 0, threads: int | None = None) -> dict:
-    """Train one run, resuming from its last checkpoint; return its ``run.json`` record."""
+def train_run(recipe: Recipe, spec: RunSpec, tokens_path: Path, progress=None, threads: int | None = None) -> dict:
+    """Train one run, resuming from its last checkpoint; return its ``run.json`` record.
+
+    ``progress``: a mapping (a plain dict, or a ``multiprocessing.Manager`` dict shared with the parent) where
+    ``progress[run name]`` is set to the number of updates done after each update.
+    """
     import torch
-    from tqdm.auto import tqdm
 
     from transformers.utils import logging as hf_logging
 
@@ -146,6 +149,8 @@ def train_run(recipe: Recipe, spec: RunSpec, tokens_path: Path, position: int = 
     if record_path.exists():
         record = json.loads(record_path.read_text())
         if record.get("complete"):
+            if progress is not None:
+                progress[spec.name] = recipe.total_steps
             return record
     clean_stale_temporaries(run_dir)
     batches = BatchOrder(np.load(tokens_path), recipe.context, recipe.batch_size, spec.data_seed)
@@ -173,18 +178,6 @@ def train_run(recipe: Recipe, spec: RunSpec, tokens_path: Path, position: int = 
     if start == 0 and 0 not in sha:
         checkpoint(0)
     model.train()
-    bar = tqdm(
-        total=recipe.total_steps * recipe.tokens_per_step,
-        initial=start * recipe.tokens_per_step,
-        desc=spec.name,
-        unit="tok",
-        unit_scale=True,
-        position=position,
-        leave=True,
-        dynamic_ncols=True,
-        mininterval=1.0,
-        disable=None if sys.stderr.isatty() else True,
-    )
     for step in range(start, recipe.total_steps):
         lr = learning_rate(recipe, step)
         for group in optimizer.param_groups:
@@ -198,10 +191,10 @@ def train_run(recipe: Recipe, spec: RunSpec, tokens_path: Path, position: int = 
         log["step"].append(step + 1)
         log["loss"].append(loss.item())
         log["lr"].append(lr)
-        bar.update(recipe.tokens_per_step)
         if step + 1 in schedule:
             checkpoint(step + 1)
-    bar.close()
+        if progress is not None:
+            progress[spec.name] = step + 1
     total, non_embedding = count_parameters(spec.size.n_layer, spec.size.d_model, recipe.vocab_size)
     record = {
         "name": spec.name,
@@ -266,14 +259,45 @@ def partition(costs: list[float], workers: int) -> list[list[int]]:
     return [sorted(g, key=lambda j: -costs[j]) for g in groups if g]
 
 
-def _worker(recipe_name: str, specs: list[RunSpec], tokens_path: str, position: int, threads: int, data_root: str):
+def _worker(recipe_name: str, specs: list[RunSpec], tokens_path: str, progress, threads: int, data_root: str):
     os.environ["BOOK_DATA"] = data_root
     recipe = get_recipe(recipe_name)
-    return [train_run(recipe, s, Path(tokens_path), position=position, threads=threads) for s in specs]
+    return [train_run(recipe, s, Path(tokens_path), progress=progress, threads=threads) for s in specs]
 
 
-def train_suite(name: str, runs: list[str] | None = None, workers: int | None = None) -> Path:
-    """Train (or resume) the runs of suite ``name``; write ``suite.json``; return its path."""
+class _SuiteProgress(dict):
+    """Updates done per run -> one progress bar for the whole suite (tokens, tokens/s, runs finished)."""
+
+    def __init__(self, recipe: Recipe, specs: list[RunSpec], finished: list[str], show: bool):
+        super().__init__({run: recipe.total_steps for run in finished})
+        from tqdm.auto import tqdm
+
+        self.recipe, self.n_runs = recipe, len(specs)
+        self.bar = tqdm(total=len(specs) * recipe.total_steps * recipe.tokens_per_step, desc=f"training {recipe.name}",
+                        initial=len(finished) * recipe.total_steps * recipe.tokens_per_step, unit="tok", unit_scale=True,
+                        dynamic_ncols=True, mininterval=1.0, disable=not show)
+        self.bar.set_postfix_str(f"{len(finished)}/{self.n_runs} runs done")
+
+    def refresh(self, done: dict) -> None:
+        tokens = sum(done.values()) * self.recipe.tokens_per_step
+        if tokens > self.bar.n:
+            finished = sum(v >= self.recipe.total_steps for v in done.values())
+            self.bar.set_postfix_str(f"{finished}/{self.n_runs} runs done", refresh=False)
+            self.bar.update(tokens - self.bar.n)
+
+    def __setitem__(self, run: str, steps: int) -> None:  # the single-process path reports here directly
+        super().__setitem__(run, steps)
+        self.refresh(self)
+
+
+def train_suite(name: str, runs: list[str] | None = None, workers: int | None = None, progress: bool | None = None) -> Path:
+    """Train (or resume) the runs of suite ``name``; write ``suite.json``; return its path.
+
+    ``workers`` single-thread processes share the runs (default: up to 2); ``progress``: show one bar for the suite
+    (default: yes, except while the book is being built, where a bar would be a dead widget).
+    """
+    from .figures import in_book_build
+
     recipe = get_recipe(name)
     specs = recipe.runs()
     if runs:
@@ -286,19 +310,41 @@ def train_suite(name: str, runs: list[str] | None = None, workers: int | None = 
     root.mkdir(parents=True, exist_ok=True)
     clean_stale_temporaries(root)
     _, tokens_path = prepare_data(recipe)
+    finished = [s.name for s in specs if _is_complete(root / s.name)]
+    bar = _SuiteProgress(recipe, specs, finished, show=not in_book_build() if progress is None else progress)
+    specs = [s for s in specs if s.name not in finished]
     workers = workers or min(len(specs), os.cpu_count() or 1, 2)
-    groups = partition([estimated_cost(recipe, s) for s in specs], workers)
-    if len(groups) == 1:
-        records = _worker(name, [specs[j] for j in groups[0]], str(tokens_path), 0, os.cpu_count() or 1, str(_data_root()))
-    else:
-        ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(len(groups)) as pool:
-            jobs = [
-                pool.apply_async(_worker, (name, [specs[j] for j in g], str(tokens_path), i, 1, str(_data_root())))
-                for i, g in enumerate(groups)
-            ]
-            records = [r for job in jobs for r in job.get()]
+    groups = partition([estimated_cost(recipe, s) for s in specs], workers) if specs else []
+    try:
+        if not groups:
+            pass  # every run is trained already
+        elif len(groups) == 1:
+            _worker(name, [specs[j] for j in groups[0]], str(tokens_path), bar, os.cpu_count() or 1, str(_data_root()))
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with ctx.Manager() as manager, ctx.Pool(len(groups)) as pool:
+                done = manager.dict()
+                jobs = [
+                    pool.apply_async(_worker, (name, [specs[j] for j in g], str(tokens_path), done, 1, str(_data_root())))
+                    for g in groups
+                ]
+                while not all(job.ready() for job in jobs):
+                    bar.refresh(dict(done))
+                    time.sleep(1.0)
+                for job in jobs:
+                    job.get()  # re-raises a worker's error
+                bar.refresh(dict(done))
+    finally:
+        bar.bar.close()
     return write_suite_json(recipe)
+
+
+def _is_complete(run_dir: Path) -> bool:
+    path = run_dir / "run.json"
+    try:
+        return path.exists() and bool(json.loads(path.read_text()).get("complete"))
+    except json.JSONDecodeError:
+        return False
 
 
 def ensure_suite(name: str):
@@ -308,7 +354,7 @@ def ensure_suite(name: str):
     if name in RECIPES:
         root = suite_dir(name)
         recipe = RECIPES[name]
-        done = all((root / r.name / "run.json").exists() for r in recipe.runs())
+        done = all(_is_complete(root / r.name) for r in recipe.runs())
         if not done or not (root / "suite.json").exists():
             train_suite(name)
     return load_suite(name)

@@ -93,3 +93,18 @@ def test_partition_balances_work():
     groups = partition(costs, 2)
     loads = sorted(sum(costs[j] for j in g) for g in groups)
     assert loads == [13, 14] and sorted(j for g in groups for j in g) == list(range(6))
+
+
+def test_suite_progress_counts_tokens_of_every_run():
+    from helpers.recipes import RECIPES
+    from helpers.train import _SuiteProgress
+
+    recipe = RECIPES["nano"]
+    specs = recipe.runs()
+    progress = _SuiteProgress(recipe, specs, finished=[specs[0].name], show=False)
+    per_run = recipe.total_steps * recipe.tokens_per_step
+    assert progress.bar.n == per_run and progress.bar.total == len(specs) * per_run
+    progress[specs[1].name] = 10  # the single-process path reports each update here
+    assert progress.bar.n == per_run + 10 * recipe.tokens_per_step
+    progress.refresh({specs[0].name: recipe.total_steps, specs[1].name: 10, specs[2].name: recipe.total_steps})
+    assert progress.bar.n == 2 * per_run + 10 * recipe.tokens_per_step
