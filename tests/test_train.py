@@ -101,7 +101,7 @@ def test_suite_progress_counts_tokens_of_every_run():
 
     recipe = RECIPES["nano"]
     specs = recipe.runs()
-    progress = _SuiteProgress(recipe, specs, finished=[specs[0].name], show=False)
+    progress = _SuiteProgress(recipe, specs, finished=[specs[0].name], show=True)
     per_run = recipe.total_steps * recipe.tokens_per_step
     assert progress.bar.n == per_run and progress.bar.total == len(specs) * per_run
     progress[specs[1].name] = 10  # the single-process path reports each update here
