@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -20,7 +21,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    # the writer's pid in the name: clean_stale_temporaries never removes a live writer's temporary
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
     target = tmp / path.name
     try:
         yield target
@@ -64,9 +66,43 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def clean_stale_temporaries(folder: str | os.PathLike) -> None:
-    """Remove temporaries left by an interrupted writer (``.name.*.tmp`` folders)."""
+STALE_AFTER_S = 3600.0  # a temporary this old is stale even if a process with its writer's pid is alive
+
+
+def clean_stale_temporaries(folder: str | os.PathLike, stale_after_s: float = STALE_AFTER_S) -> None:
+    """Remove temporaries left by interrupted writers (``.<name>.<pid>.<random>.tmp`` folders).
+
+    A temporary whose writer is still running on this machine is kept (several processes, e.g. ``--shard`` workers,
+    may write into one folder), unless it is older than ``stale_after_s`` (a writer on another machine, or a pid
+    that was reused).
+    """
     folder = Path(folder)
-    if folder.is_dir():
-        for tmp in folder.glob(".*.tmp"):
-            shutil.rmtree(tmp, ignore_errors=True)
+    if not folder.is_dir():
+        return
+    now = time.time()
+    for tmp in folder.glob(".*.tmp"):
+        pid = _writer_pid(tmp)
+        if pid == os.getpid():
+            continue
+        try:
+            age = now - tmp.stat().st_mtime
+        except FileNotFoundError:
+            continue  # its writer finished meanwhile
+        if pid is not None and _alive(pid) and age < stale_after_s:
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _writer_pid(tmp: Path) -> int | None:
+    parts = tmp.name.split(".")
+    return int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
