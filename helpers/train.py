@@ -19,6 +19,7 @@ import multiprocessing
 import os
 import sys
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -30,6 +31,10 @@ from .paths import cache_dir, suite_dir
 from .recipes import RECIPES, Recipe, RunSpec, count_parameters
 from .suites import WEIGHTS_FILE, SuiteError
 from .tokenizer import END_OF_TEXT, load_tokenizer, train_tokenizer, write_tokenizer_config
+
+
+TRAIN_THREADS = 1  # torch threads per run: the sum order of a matmul depends on it, and a resumed run (alone, or in a
+# pool of workers) must be bit-identical to an uninterrupted one; runs train in parallel processes instead
 
 
 def get_recipe(name: str) -> Recipe:
@@ -50,6 +55,9 @@ def prepare_data(recipe: Recipe) -> tuple[Path, Path]:
     root = suite_dir(recipe.name)
     tok_path = root / "tokenizer.json"
     train = load_documents(recipe.corpus, "train")["text"].to_list()
+    if tok_path.exists() and not _loads(tok_path):
+        warnings.warn(f"{tok_path} is corrupt: training the tokenizer again (deterministic: the same tokenizer)", stacklevel=2)
+        tok_path.unlink()
     if not tok_path.exists():
         texts = train
         if recipe.tokenizer_chars is not None:
@@ -63,6 +71,8 @@ def prepare_data(recipe: Recipe) -> tuple[Path, Path]:
     if not (root / "tokenizer_config.json").exists():
         write_tokenizer_config(root)
     tokens_path = cache_dir() / f"{recipe.name}-train-tokens-{sha256_file(tok_path)[:12]}.npy"
+    if tokens_path.exists() and not _loads(tokens_path):
+        tokens_path.unlink()  # a corrupt cache: tokenize again
     if not tokens_path.exists():
         tokenizer = load_tokenizer(tok_path)
         eot = tokenizer.convert_tokens_to_ids(END_OF_TEXT)
@@ -72,6 +82,18 @@ def prepare_data(recipe: Recipe) -> tuple[Path, Path]:
             with open(tmp, "wb") as f:
                 np.save(f, stream)
     return tok_path, tokens_path
+
+
+def _loads(path: Path) -> bool:
+    """True if the tokenizer (.json) or token stream (.npy) at ``path`` can be read."""
+    try:
+        if path.suffix == ".npy":
+            np.load(path, mmap_mode="r")
+        else:
+            load_tokenizer(path)
+        return True
+    except Exception:
+        return False
 
 
 class BatchOrder:
@@ -146,12 +168,10 @@ def train_run(recipe: Recipe, spec: RunSpec, tokens_path: Path, progress=None, t
     started = time.time()
     run_dir = suite_dir(recipe.name) / spec.name
     record_path = run_dir / "run.json"
-    if record_path.exists():
-        record = json.loads(record_path.read_text())
-        if record.get("complete"):
-            if progress is not None:
-                progress[spec.name] = recipe.total_steps
-            return record
+    if _is_complete(run_dir):
+        if progress is not None:
+            progress[spec.name] = recipe.total_steps
+        return json.loads(record_path.read_text())
     clean_stale_temporaries(run_dir)
     batches = BatchOrder(np.load(tokens_path), recipe.context, recipe.batch_size, spec.data_seed)
     model = build_model(recipe, spec)
@@ -160,10 +180,15 @@ def train_run(recipe: Recipe, spec: RunSpec, tokens_path: Path, progress=None, t
     start, log, sha = 0, {"step": [], "loss": [], "lr": []}, {}
     state_path = run_dir / "resume.pt"
     if state_path.exists():
-        state = torch.load(state_path, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start, log, sha = state["step"], state["log"], state["sha256"]
+        try:
+            state = torch.load(state_path, weights_only=False)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            start, log, sha = state["step"], state["log"], state["sha256"]
+        except Exception as e:  # training is deterministic: starting over gives the same run
+            warnings.warn(f"{state_path} is unreadable ({type(e).__name__}): training {spec.name} from step 0", stacklevel=2)
+            model = build_model(recipe, spec)
+            optimizer = make_optimizer(recipe, model)
 
     def checkpoint(step: int) -> None:
         folder = run_dir / f"step{step}"
@@ -310,22 +335,34 @@ def train_suite(name: str, runs: list[str] | None = None, workers: int | None = 
     root.mkdir(parents=True, exist_ok=True)
     clean_stale_temporaries(root)
     _, tokens_path = prepare_data(recipe)
-    finished = [s.name for s in specs if _is_complete(root / s.name)]
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    finished = []
+    for spec in specs:
+        if _is_complete(root / spec.name):
+            broken = broken_checkpoints(root / spec.name)
+            if not broken:
+                finished.append(spec.name)
+                continue
+            # training is deterministic: the run is trained again and every checkpoint comes back identical
+            warnings.warn(f"{spec.name}: checkpoint step{broken[0]} is missing or corrupt"
+                          f"{f' (and {len(broken) - 1} more)' if len(broken) > 1 else ''}: training the run again", stacklevel=2)
+            (root / spec.name / "run.json").unlink()
     bar = _SuiteProgress(recipe, specs, finished, show=not in_book_build() if progress is None else progress)
     specs = [s for s in specs if s.name not in finished]
-    workers = workers or min(len(specs), os.cpu_count() or 1, 2)
+    workers = min(workers or 2, len(specs), os.cpu_count() or 1) if specs else 1
     groups = partition([estimated_cost(recipe, s) for s in specs], workers) if specs else []
     try:
         if not groups:
             pass  # every run is trained already
         elif len(groups) == 1:
-            _worker(name, [specs[j] for j in groups[0]], str(tokens_path), bar, os.cpu_count() or 1, str(_data_root()))
+            _worker(name, [specs[j] for j in groups[0]], str(tokens_path), bar, TRAIN_THREADS, str(_data_root()))
         else:
             ctx = multiprocessing.get_context("spawn")
             with ctx.Manager() as manager, ctx.Pool(len(groups)) as pool:
                 done = manager.dict()
                 jobs = [
-                    pool.apply_async(_worker, (name, [specs[j] for j in g], str(tokens_path), done, 1, str(_data_root())))
+                    pool.apply_async(_worker, (name, [specs[j] for j in g], str(tokens_path), done, TRAIN_THREADS, str(_data_root())))
                     for g in groups
                 ]
                 while not all(job.ready() for job in jobs):
@@ -340,11 +377,24 @@ def train_suite(name: str, runs: list[str] | None = None, workers: int | None = 
 
 
 def _is_complete(run_dir: Path) -> bool:
+    """True if the run's ``run.json`` says it finished (an unreadable one counts as unfinished)."""
     path = run_dir / "run.json"
     try:
         return path.exists() and bool(json.loads(path.read_text()).get("complete"))
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, OSError, AttributeError):
         return False
+
+
+def broken_checkpoints(run_dir: Path) -> list[int]:
+    """Steps of a finished run whose checkpoint is missing or differs from the sha256 in its ``run.json``."""
+    record = json.loads((run_dir / "run.json").read_text())
+    broken = []
+    for step, digest in record["sha256"].items():
+        folder = run_dir / f"step{step}"
+        weights = folder / WEIGHTS_FILE
+        if not (folder / "config.json").exists() or not weights.exists() or sha256_file(weights) != digest:
+            broken.append(int(step))
+    return broken
 
 
 def ensure_suite(name: str):
@@ -387,21 +437,44 @@ def write_suite_json(recipe: Recipe) -> Path:
         "recipe": recipe_fields,
         "runs": runs,
     }
-    write_json(root / "suite.json", meta)
-    return root / "suite.json"
+    path = root / "suite.json"
+    try:
+        unchanged = json.loads(path.read_text()) == meta
+    except (OSError, json.JSONDecodeError):
+        unchanged = False
+    if not unchanged:  # a finished suite on a read-only data root stays usable
+        write_json(path, meta)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .paths import book_suite
+
     parser = argparse.ArgumentParser(prog="python -m helpers.train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--suite", default="pico", help=f"one of {list(RECIPES)}")
-    parser.add_argument("--runs", nargs="*", help="train only these runs")
+    parser.add_argument("--suite", default=None, help=f"one of {list(RECIPES)} (default: $BOOK_SUITE or pico)")
+    parser.add_argument("--runs", nargs="+", help="train only these runs")
     parser.add_argument("--workers", type=int, help="parallel single-thread processes (default: min(2, cores))")
     args = parser.parse_args(argv)
+    name = args.suite or book_suite()
+    t0 = time.time()
     try:
-        t0 = time.time()
-        path = train_suite(args.suite, args.runs, args.workers)
+        if name not in RECIPES:
+            from .suites import load_suite
+
+            load_suite(name)  # a hub suite is trained already; anything else is an unknown name (one line)
+            print(f"{name} is a hub suite: nothing to train")
+            return 0
+        path = train_suite(name, args.runs, args.workers)
+    except KeyboardInterrupt:
+        print(f"interrupted: finished checkpoints are kept; rerun `python -m helpers.train --suite {name}` to resume",
+              file=sys.stderr)
+        return 130
     except (SuiteError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: cannot write {e.filename or 'to the data root'}: {e.strerror or e} (set BOOK_DATA to a writable folder)",
+              file=sys.stderr)
         return 2
     print(f"{path} ({time.time() - t0:.0f} s)")
     return 0
