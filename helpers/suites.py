@@ -57,11 +57,35 @@ class Run:
     def tokens_seen(self, step: int) -> int:
         return step * self.tokens_per_step
 
-    def check_step(self, step: int) -> int:
+    def check_step(self, step) -> int:
+        """``step`` as an int if this run has a checkpoint there (``8``, ``"8"`` and ``8.0`` all mean step 8)."""
+        try:
+            as_int = int(step)
+            if as_int != float(step):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise SuiteError(f"a step is a whole number of updates, got {step!r}") from None
+        step = as_int
         if step not in self.steps:
             shown = self.steps if len(self.steps) <= 12 else self.steps[:6] + ["..."] + self.steps[-3:]
             raise SuiteError(f"run {self.name!r} has no checkpoint at step {step}; steps: {shown}")
         return step
+
+
+DTYPES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16"}
+
+
+def parse_dtype(dtype):
+    """A torch dtype from a torch dtype, one of :data:`DTYPES`' names, or None (fp32)."""
+    import torch
+
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if isinstance(dtype, str) and dtype.lower() in DTYPES:
+        return getattr(torch, DTYPES[dtype.lower()])
+    raise SuiteError(f"unknown dtype {dtype!r}; valid: a torch dtype or one of {sorted(set(DTYPES))}")
 
 
 class Suite:
@@ -88,9 +112,13 @@ class Suite:
                 return r
         raise SuiteError(f"unknown run {name!r} in suite {self.name!r}; valid: {self.run_names}")
 
-    def select(self, names: list[str] | None) -> list[Run]:
-        """The runs named (all runs if ``names`` is None), with a one-line error for an unknown name."""
-        return list(self.runs) if names is None else [self.run(n) for n in names]
+    def select(self, names: list[str] | str | None) -> list[Run]:
+        """The runs named (one name, a list, or None for all runs), with a one-line error for an unknown name."""
+        if names is None:
+            return list(self.runs)
+        if isinstance(names, str):
+            names = [names]
+        return [self.run(n) for n in dict.fromkeys(names)]
 
     def table(self) -> pl.DataFrame:
         """One row per run: run, size, params, non_embedding_params, seed, data_seed, checkpoints, steps, tokens."""
@@ -111,29 +139,39 @@ class Suite:
         )
 
     def load(self, run: str, step: int, device: str = "cpu", dtype=None):
-        """``(model, tokenizer)`` of ``run`` at ``step``, in eval mode on ``device`` (dtype default: fp32)."""
-        import torch
+        """``(model, tokenizer)`` of ``run`` at ``step``, in eval mode on ``device``.
+
+        dtype: a torch dtype or one of ``"fp32"`` (default), ``"bf16"``, ``"fp16"``. Raises :class:`SuiteError` (one
+        line) for an unknown run or step, a missing or corrupt checkpoint or tokenizer, or a tokenizer whose ids do
+        not fit the model's vocabulary.
+        """
         from transformers import AutoModelForCausalLM
 
         r = self.run(run)
-        r.check_step(step)
+        step = r.check_step(step)
+        torch_dtype = parse_dtype(dtype)
+        tokenizer = self.tokenizer()
         folder = self.checkpoint_dir(r, step)
         from transformers.utils import logging as hf_logging
 
         bars = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()  # a bar per load would drown a notebook (and be a dead widget in the book)
         try:
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype)
         except SuiteError:
             raise
         except Exception as e:  # transformers raises many types for a broken checkpoint
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise SuiteError(f"cannot load {r.name} step {step} from {folder}: {first}") from None
+            reason = " ".join(str(e).split()) or type(e).__name__
+            raise SuiteError(f"cannot load {r.name} step {step} from {folder}: {reason[:400]}") from None
         finally:
             if bars:
                 hf_logging.enable_progress_bar()
+        vocab = model.get_output_embeddings().weight.shape[0]
+        if len(tokenizer) > vocab:
+            raise SuiteError(f"the tokenizer of suite {self.name!r} has {len(tokenizer):,} tokens but {r.name} step {step} "
+                             f"has a vocabulary of {vocab:,}: they do not belong together")
         self._warn_if_duplicate(r, step, self.weights_id(r, step, model))
-        return model.to(device).eval(), self.tokenizer()
+        return model.to(device).eval(), tokenizer
 
     def _warn_if_duplicate(self, r: Run, step: int, weights_id: str) -> None:
         other = self._seen_weights.setdefault((r.name, weights_id), step)
@@ -155,10 +193,10 @@ class LocalSuite(Suite):
 
     def __init__(self, name: str, root: Path):
         self.root = root
-        meta = json.loads((root / "suite.json").read_text())
-        runs = []
-        for r in meta["runs"]:
-            runs.append(
+        path = root / "suite.json"
+        try:
+            meta = json.loads(path.read_text())
+            runs = [
                 Run(
                     name=r["name"],
                     size=r["size"],
@@ -171,7 +209,13 @@ class LocalSuite(Suite):
                     source=str(root / r["name"]),
                     sha256={int(k): v for k, v in r["sha256"].items()},
                 )
-            )
+                for r in meta["runs"]
+            ]
+            int(meta["context"])
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            problem = f"missing {e}" if isinstance(e, KeyError) else " ".join(str(e).split())
+            raise SuiteError(f"suite file {path} is corrupt ({problem}): rerun `python -m helpers.train --suite {name}` "
+                             "to rewrite it") from None
         super().__init__(name, runs, meta.get("description", ""))
         self.meta = meta
         self._tokenizer = None
@@ -201,12 +245,37 @@ class LocalSuite(Suite):
     def weights_id(self, r: Run, step: int, model) -> str:
         return r.sha256.get(step) or sha256_file(Path(r.source) / f"step{step}" / WEIGHTS_FILE)
 
+    def run(self, name: str) -> Run:
+        try:
+            return super().run(name)
+        except SuiteError:
+            recipe = RECIPES.get(self.name)
+            if recipe is not None and name in [r.name for r in recipe.runs()]:
+                raise SuiteError(f"run {name!r} of suite {self.name!r} is not trained yet: run "
+                                 f"`python -m helpers.train --suite {self.name}`") from None
+            raise
+
     def tokenizer(self):
         from .tokenizer import load_tokenizer
 
         if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.root / "tokenizer.json")
+            path = self.root / "tokenizer.json"
+            if not path.exists():
+                raise SuiteError(f"tokenizer file {path} is missing: rerun `python -m helpers.train --suite {self.name}`")
+            try:
+                self._tokenizer = load_tokenizer(path)
+            except Exception as e:
+                raise SuiteError(f"tokenizer file {path} is corrupt ({' '.join(str(e).split())[:200]}): rerun "
+                                 f"`python -m helpers.train --suite {self.name}`") from None
         return self._tokenizer
+
+
+HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model"]  # what a hub revision is fetched with (besides .bin)
+
+
+def has_weights(folder) -> bool:
+    """True if ``folder`` holds safetensors weights (a single file or shards)."""
+    return any(Path(folder).glob("*.safetensors"))
 
 
 class HubSuite(Suite):
@@ -232,9 +301,12 @@ class HubSuite(Suite):
         from huggingface_hub import snapshot_download
 
         try:
-            return snapshot_download(
-                r.source, revision=revision, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.txt", "*.model"]
-            )
+            # safetensors when the revision has them; the .bin weights only where it has nothing else (many Pythia
+            # revisions carry both, and fetching both would double the download)
+            folder = snapshot_download(r.source, revision=revision, allow_patterns=HUB_FILES)
+            if not has_weights(folder):
+                folder = snapshot_download(r.source, revision=revision, allow_patterns=HUB_FILES + ["*.bin"])
+            return folder
         except Exception as e:
             raise SuiteError(f"cannot fetch {r.source} revision {revision}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
 
@@ -386,6 +458,8 @@ def suite_names() -> list[str]:
 
 def load_suite(name: str) -> Suite:
     """The suite called ``name``: a local suite (trained), a named hub suite, or a Pythia model name."""
+    if not isinstance(name, str):
+        raise SuiteError(f"a suite is named by a string, got {name!r}; valid: {suite_names()}")
     if name in RECIPES:
         root = suite_dir(name)
         if not (root / "suite.json").exists():
