@@ -41,7 +41,7 @@ import polars as pl
 
 from .atomic import atomic_path, clean_stale_temporaries, write_json
 from .losses import Layout, LossTable, make_layout
-from .samples import MODES, Documents, samples_frame, select_targets, tokenize_split
+from .samples import MODES, Documents, SamplesError, samples_frame, select_targets, tokenize_split
 from .suites import SuiteError, load_suite
 
 CHUNK_ELEMENTS = 1 << 24  # logits computed at most this many at a time (64 MB in fp32)
@@ -53,12 +53,21 @@ class ExtractionError(RuntimeError):
     """One line per (run, step) that could not be extracted (missing/corrupt checkpoint, non-finite losses)."""
 
 
-def resolve_device(device: str | None = None, precision: str | None = None) -> tuple[str, str]:
-    """``(device, precision)``: CUDA if available, else CPU; bf16 autocast on CUDA, fp32 on CPU by default."""
+def resolve_device(device: str | None = None, precision: str | None = None, available: bool = True) -> tuple[str, str]:
+    """``(device, precision)``: CUDA if available, else CPU; bf16 autocast on CUDA, fp32 on CPU by default.
+    ``available=False`` only names the settings (to read a table computed elsewhere), without asking for the device."""
     import torch
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; valid: cpu, cuda, cuda:<index>") from None
+    if kind not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r}; valid: cpu, cuda, cuda:<index>")
+    if available and kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but torch sees no CUDA device here; use --device cpu")
     if precision is None:
         precision = "bf16" if device.startswith("cuda") else "fp32"
     if precision not in ("fp32", "bf16"):
@@ -83,6 +92,8 @@ class Engine:
     """
 
     def __init__(self, device: str = "cpu", precision: str = "fp32", batch_size: int | None = None, chunk_elements: int = CHUNK_ELEMENTS):
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch size must be at least 1 window, got {batch_size}")
         self.device, self.precision = resolve_device(device, precision)
         self.batch_size = batch_size
         self.chunk_elements = chunk_elements
@@ -273,10 +284,12 @@ def extract(
     shard = parse_shard(shard) if isinstance(shard, (str, type(None))) else shard
     if shard is not None:
         tasks = tasks[shard[0] :: shard[1]]
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch size must be at least 1 window, got {batch_size}")
     todo = [
         (run, s)
         for run, s in tasks
-        if not layout.loss_file(run, s).exists() or (validation and not layout.validation_file(run, s).exists())
+        if not _complete(layout.loss_file(run, s)) or (validation and not _complete(layout.validation_file(run, s)))
     ]
     documents = tokenize_split(suite, split, layout.settings["context"], n_documents)
     window, position, k = select_targets(documents, mode, n_samples)
@@ -299,12 +312,35 @@ def extract(
     return table
 
 
+def _complete(path) -> bool:
+    """True if ``path`` is a readable parquet file. A damaged one (only disk damage makes one: writes are atomic) is
+    removed with a warning, so that it is computed again rather than read."""
+    if not path.exists():
+        return False
+    try:
+        import pyarrow.parquet as pq
+
+        pq.read_metadata(path)
+        return True
+    except Exception:
+        warnings.warn(f"{path} is damaged: computing it again", stacklevel=3)
+        path.unlink(missing_ok=True)
+        return False
+
+
 def _write_samples(layout: Layout, documents, window, position, k, suite) -> None:
     if not (layout.folder / "settings.json").exists():
         write_json(layout.folder / "settings.json", layout.settings)
     if not layout.validation_folder.joinpath("settings.json").exists():
         write_json(layout.validation_folder / "settings.json", layout.validation_settings)
-    if not layout.samples_file.exists():
+    if _complete(layout.samples_file):
+        import pyarrow.parquet as pq
+
+        rows = pq.read_metadata(layout.samples_file).num_rows
+        if rows != len(window):
+            raise SamplesError(f"samples table {layout.samples_file} has {rows:,} samples but these settings select "
+                               f"{len(window):,}: the corpus or tokenizer changed under it; delete {layout.folder} to start over")
+    else:
         _write_frame(layout.samples_file, samples_frame(documents, window, position, k, suite.tokenizer()))
 
 
@@ -359,7 +395,7 @@ def run_tasks(suite, layout, todo, engine, documents, window, position, val_docs
                     model = _load(suite, run, step, engine.device)
             except SuiteError as e:
                 errors.append(f"{run} step {step}: {e}")
-                bar.write(f"error: {errors[-1]}")
+                bar.write(f"error: {errors[-1]}", file=sys.stderr)
                 bar.update(1)
                 prefetch(i + 1)
                 continue
@@ -392,7 +428,7 @@ def run_tasks(suite, layout, todo, engine, documents, window, position, val_docs
                     )
             except FloatingPointError as e:
                 errors.append(f"{run} step {step}: {e}")
-                bar.write(f"error: {errors[-1]}")
+                bar.write(f"error: {errors[-1]}", file=sys.stderr)
             finally:
                 del model
             if getattr(suite, "kind", "") == "hub" and (drop_cache or (drop_cache is None and downloaded)):
@@ -441,12 +477,19 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device, precision=args.precision, validation=not args.no_validation, shard=args.shard,
             progress=not args.quiet, root=args.out, drop_cache=args.drop_cache,
         )
+    except KeyboardInterrupt:
+        print("interrupted: finished checkpoints are kept; rerun the same command to resume", file=sys.stderr)
+        return 130
     except ExtractionError as e:
         for line in str(e).splitlines():
             print(f"error: {line}", file=sys.stderr)
         return 1
     except (SuiteError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: cannot write {e.filename or 'the loss table'}: {e.strerror or e} (set BOOK_DATA or --out to a "
+              "writable folder)", file=sys.stderr)
         return 2
     done = sum(len(table.steps(r)) for r in table.runs)
     print(json.dumps({"folder": str(table.folder), "samples": table.n_samples, "files": done, "seconds": round(time.time() - t0, 1)}))

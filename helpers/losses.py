@@ -28,6 +28,10 @@ import polars as pl
 
 from .paths import data_root
 
+class LossTableError(RuntimeError):
+    """A loss file on disk cannot be read as part of its table. The message is one line and names the file."""
+
+
 LOSS_CODE_VERSION = 1  # bump when the loss computation changes the numbers
 LOSS_SCHEMA = {"run": pl.String, "step": pl.Int64, "sample_id": pl.Int64, "loss": pl.Float32}
 VALIDATION_SCHEMA = {"run": pl.String, "step": pl.Int64, "loss": pl.Float64, "tokens": pl.Int64}
@@ -185,7 +189,13 @@ class LossTable:
         steps = self.steps(run)
         out = np.empty((self.n_samples, len(steps)), dtype=np.float32)
         for j, s in enumerate(steps):
-            out[:, j] = pl.read_parquet(self.layout.loss_file(run, s), columns=["loss"])["loss"].to_numpy()
+            path = self.layout.loss_file(run, s)
+            try:
+                column = pl.read_parquet(path, columns=["loss"])["loss"].to_numpy()
+                out[:, j] = column
+            except Exception as e:
+                raise LossTableError(f"loss file {path} is damaged or does not match the samples table "
+                                     f"({type(e).__name__}): delete it and rerun the extraction") from None
         return out, steps
 
     def frame(self, runs: list[str] | None = None) -> pl.DataFrame:
@@ -231,16 +241,27 @@ def load_losses(
     ``progress``, ``root``, ...).
     """
     from .extract import extract, resolve_device
+    from .samples import MODES, SamplesError
+    from .suites import load_suite
 
     if extract_missing:
+        if isinstance(suite_name, str):
+            from .train import ensure_suite
+
+            suite_name = ensure_suite(suite_name)  # a local suite is trained first if it is not yet
         return extract(
             suite_name, runs=runs, steps=steps, mode=mode, split=split, n_samples=n_samples, n_documents=n_documents,
             context=context, **engine,
         )
-    from .suites import load_suite
+    from .corpus import SPLITS
 
+    if mode not in MODES:
+        raise SamplesError(f"unknown sampling mode {mode!r}; valid: {list(MODES)}")
+    if split not in SPLITS:
+        raise SamplesError(f"unknown split {split!r}; valid: {list(SPLITS)}")
     suite = load_suite(suite_name) if isinstance(suite_name, str) else suite_name
-    device, precision = resolve_device(engine.get("device"), engine.get("precision"))
+    device, precision = resolve_device(engine.get("device"), engine.get("precision"), available=False)
     layout = make_layout(suite, mode, split, n_samples, n_documents, context, device.split(":")[0], precision, engine.get("root"))
-    names = [r.name for r in suite.select(runs)]
-    return LossTable(layout, names, {n: [s for s in suite.run(n).steps if steps is None or s in steps] for n in names})
+    selected = suite.select(runs)
+    wanted = {r.name: (list(r.steps) if steps is None else [r.check_step(s) for s in steps]) for r in selected}
+    return LossTable(layout, list(wanted), wanted)

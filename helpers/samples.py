@@ -120,6 +120,24 @@ def tokenizer_fingerprint(suite) -> str:
     return hashlib.sha256(",".join(sorted({r.source for r in suite.runs})).encode()).hexdigest()[:16]
 
 
+def check_corpus(suite, corpus: str) -> None:
+    """Raise :class:`SamplesError` if ``corpus`` on disk is not the one a local suite was trained on (the sha256 in
+    its ``suite.json``): its test and validation documents would not be the held-out ones."""
+    from .atomic import sha256_file
+    from .corpus import build_corpus
+
+    expected = (getattr(suite, "meta", None) or {}).get("corpus_sha256")
+    if not expected or corpus != suite_corpus(suite):
+        return
+    path = build_corpus(corpus)
+    if sha256_file(path) != expected:
+        raise SamplesError(
+            f"corpus file {path} is not the one suite {suite.name!r} was trained on (sha256 differs from its suite.json): "
+            f"rebuild the corpus with the Python the suite was trained with (the code domain is its standard library), "
+            f"or retrain the suite"
+        )
+
+
 def tokenize_split(
     suite, split: str = "test", context: int | None = None, n_documents: int | None = None, corpus: str | None = None
 ) -> Documents:
@@ -130,6 +148,7 @@ def tokenize_split(
 
     corpus = corpus or suite_corpus(suite)
     context = int(context or suite_context(suite))
+    check_corpus(suite, corpus)
     frame = load_documents(corpus, split).sort("doc_id")
     if n_documents is not None:
         if n_documents < 1:

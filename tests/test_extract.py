@@ -249,12 +249,18 @@ def test_shards_split_the_work(nano, tmp_path):
 
 
 def test_device_and_precision_logic():
+    """The choices a GPU session makes, checked on the CPU (``available=False`` names a device without asking for it)."""
     assert X.resolve_device("cpu") == ("cpu", "fp32")
-    assert X.resolve_device("cuda") == ("cuda", "bf16")
-    assert X.resolve_device("cuda:1", "fp32") == ("cuda:1", "fp32")
-    assert X.Engine("cuda").default_batch_size(2048) == 16
+    assert X.resolve_device("cuda", available=False) == ("cuda", "bf16")
+    assert X.resolve_device("cuda:1", "fp32", available=False) == ("cuda:1", "fp32")
+    engine = X.Engine("cpu")
+    engine.device = "cuda"
+    assert engine.default_batch_size(2048) == 16
     with pytest.raises(ValueError):
         X.resolve_device("cpu", "fp16")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            X.resolve_device("cuda")
 
 
 def test_bf16_autocast_path_runs_on_cpu(nano):
