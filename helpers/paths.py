@@ -20,7 +20,7 @@ def data_root() -> Path:
 
 def book_suite() -> str:
     """The suite this build of the book uses: ``$BOOK_SUITE`` if set, else ``pico``."""
-    return os.environ.get("BOOK_SUITE", DEFAULT_SUITE)
+    return os.environ.get("BOOK_SUITE", "").strip() or DEFAULT_SUITE
 
 
 def corpus_dir(name: str) -> Path:
