@@ -446,8 +446,8 @@ def run_tasks(suite, layout, todo, engine, documents, window, position, val_docs
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.extract", description=__doc__.split("\n\n")[0])
     parser.add_argument("--suite", default=None, help="suite name (default: $BOOK_SUITE or pico)")
-    parser.add_argument("--runs", nargs="*", help="only these runs (default: all)")
-    parser.add_argument("--steps", nargs="*", type=int, help="only these steps (default: all)")
+    parser.add_argument("--runs", nargs="+", help="only these runs (default: all)")
+    parser.add_argument("--steps", nargs="+", type=int, help="only these steps (default: all)")
     parser.add_argument("--mode", default="every_k", choices=MODES, help="every_k (Michaud sampling) or all_positions")
     parser.add_argument("--split", default="test", help="corpus split of the sampled targets (default: test)")
     parser.add_argument("--n-samples", type=int, default=10_000, help="every_k: about this many samples (default 10000)")

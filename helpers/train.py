@@ -330,7 +330,7 @@ def train_suite(name: str, runs: list[str] | None = None, workers: int | None = 
         unknown = [r for r in runs if r not in known]
         if unknown:
             raise SuiteError(f"unknown run {unknown[0]!r} in suite {name!r}; valid: {list(known)}")
-        specs = [known[r] for r in runs]
+        specs = [known[r] for r in dict.fromkeys(runs)]
     root = suite_dir(name)
     root.mkdir(parents=True, exist_ok=True)
     clean_stale_temporaries(root)
