@@ -47,6 +47,7 @@ from .suites import SuiteError, load_suite
 CHUNK_ELEMENTS = 1 << 24  # logits computed at most this many at a time (64 MB in fp32)
 CPU_BATCH_TOKENS = 4096  # default batch: this many tokens of windows on CPU (measured on pico) ...
 CUDA_BATCH_TOKENS = 32768  # ... and on CUDA
+GIVE_UP_AFTER = 3  # hub suites: stop when this many first checkpoints in a row cannot be fetched (no network)
 
 
 class ExtractionError(RuntimeError):
@@ -397,6 +398,10 @@ def run_tasks(suite, layout, todo, engine, documents, window, position, val_docs
                 errors.append(f"{run} step {step}: {e}")
                 bar.write(f"error: {errors[-1]}", file=sys.stderr)
                 bar.update(1)
+                if i + 1 == GIVE_UP_AFTER and len(errors) == GIVE_UP_AFTER and str(e).startswith("cannot fetch"):
+                    errors.append(f"stopped after the first {GIVE_UP_AFTER} checkpoints could not be fetched: is the "
+                                  "Hugging Face hub reachable from here?")
+                    break
                 prefetch(i + 1)
                 continue
             prefetch(i + 1)  # the next checkpoint loads while this one computes

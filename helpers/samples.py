@@ -100,10 +100,14 @@ def _hub_context(suite) -> int:
     r = suite.runs[0]
     revision = r.revisions[r.steps[-1]]
     mirror = os.environ.get("BOOK_HUB_MIRROR")
-    if mirror:
-        config = AutoConfig.from_pretrained(Path(mirror) / r.source / revision)
-    else:
-        config = AutoConfig.from_pretrained(r.source, revision=revision)
+    try:
+        if mirror:
+            config = AutoConfig.from_pretrained(Path(mirror) / r.source / revision)
+        else:
+            config = AutoConfig.from_pretrained(r.source, revision=revision)
+    except Exception as e:
+        raise SamplesError(f"cannot read the config of {r.source} revision {revision} for its context length: "
+                           f"{' '.join(str(e).split())[:300] or type(e).__name__}") from None
     for name in ("max_position_embeddings", "n_positions", "n_ctx"):
         if getattr(config, name, None):
             return int(getattr(config, name))

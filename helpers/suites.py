@@ -330,10 +330,14 @@ class HubSuite(Suite):
         if r.source not in self._tokenizers:
             revision = r.revisions[r.steps[-1]]  # the tokenizer of the last checkpoint (Pythia: the same at every step)
             mirror = os.environ.get("BOOK_HUB_MIRROR")
-            if mirror:
-                tok = AutoTokenizer.from_pretrained(Path(mirror) / r.source / revision)
-            else:
-                tok = AutoTokenizer.from_pretrained(r.source, revision=revision)
+            try:
+                if mirror:
+                    tok = AutoTokenizer.from_pretrained(Path(mirror) / r.source / revision)
+                else:
+                    tok = AutoTokenizer.from_pretrained(r.source, revision=revision)
+            except Exception as e:
+                raise SuiteError(f"cannot load the tokenizer of {r.source} revision {revision}: "
+                                 f"{' '.join(str(e).split())[:300] or type(e).__name__}") from None
             self._tokenizers[r.source] = tok
         return self._tokenizers[r.source]
 

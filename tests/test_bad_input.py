@@ -278,3 +278,34 @@ def test_fetch_note_counts_every_checkpoint_of_a_hub_suite():
     gb = sum(2 * r.params * 154 for r in suite.runs) / 1e9
     assert f"about {gb:,.0f} GB" in note and 300 < gb < 400
     assert book.fetch_note(type("Local", (), {"kind": "local"})()) == ""
+
+
+def test_hub_suite_without_its_checkpoints_stops_early_with_one_reason(nano, tmp_path, monkeypatch):
+    """Offline, with only the last revision in the HF cache: three checkpoints fail to fetch, then the extraction
+    stops and says why, instead of failing once per checkpoint of the whole suite."""
+    from huggingface_hub import constants
+
+    from helpers.suites import revision_suite
+    from test_extract import _cache_revision
+
+    monkeypatch.delenv("BOOK_HUB_MIRROR", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    files = {f.name: f.read_bytes() for f in (nano.root / "nano-20k" / "step48").iterdir()}
+    files.update({f: (nano.root / f).read_bytes() for f in ("tokenizer.json", "tokenizer_config.json")})
+    _cache_revision(tmp_path / "hub", "org/tiny", ["r48"], "4" * 40, files)
+    revisions = {s: f"r{s}" for s in (0, 8, 16, 24, 32, 40, 48)}
+    suite = revision_suite("tiny-hub", {"tiny": "org/tiny"}, revisions, size="tiny", params=1, non_embedding_params=1,
+                           tokens_per_step=1)
+    with pytest.raises(X.ExtractionError) as info:
+        X.extract(suite, mode="all_positions", n_documents=2, context=32, root=tmp_path / "losses", progress=False,
+                  validation=False)
+    lines = str(info.value).splitlines()
+    assert len(lines) == 4 and all(line.startswith(f"tiny step {s}: cannot fetch") for line, s in zip(lines, (0, 8, 16)))
+    assert lines[3].startswith("stopped after the first 3 checkpoints could not be fetched")
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty"))  # not even the tokenizer
+    with pytest.raises(SamplesError, match="cannot read the config of org/tiny revision r48"):
+        X.extract(suite, mode="all_positions", n_documents=2, root=tmp_path / "losses2", progress=False)
+    with pytest.raises(SuiteError, match="cannot load the tokenizer of org/tiny revision r48"):
+        suite.tokenizer()
