@@ -1,0 +1,142 @@
+"""Probes of what a checkpoint can do: the repeated-random-tokens test for induction heads (Olsson et al., 2022).
+
+A sequence of ``length`` random token ids followed by the same ids again. A model that only uses the current token
+(and the statistics of the language) cannot predict random tokens, in the first copy or in the second. A model with
+induction heads finds the earlier occurrence of the current token and copies what followed it, so the second copy
+becomes much cheaper than the first::
+
+    tokens = repeated_tokens(vocab_size=4096, n_sequences=32, length=32, seed=0)   # int64 [32, 64]
+    copy_gap(model, tokens)            # {"first_copy": nats, "second_copy": nats, "gap": second - first}
+    induction_probe(suite, runs=["pico-2.2m"])   # one row per (run, step): the gap over training
+
+The two halves are scored on the same targets: the first copy at positions ``1 .. length-1`` (token ``i`` given
+tokens ``0 .. i-1``), the second copy at positions ``length+1 .. 2*length-1`` (the same tokens, now also given the
+whole first copy). Position ``length`` (the first token of the second copy) is left out: nothing before it says
+that the sequence is about to repeat. So a model that ignores its context has a gap of exactly 0, and a perfect
+copier a gap of about ``-ln V``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULT_SEQUENCES = 32
+DEFAULT_LENGTH = 32
+DEFAULT_SEED = 0
+
+
+def repeated_tokens(vocab_size: int, n_sequences: int = DEFAULT_SEQUENCES, length: int = DEFAULT_LENGTH, seed: int = DEFAULT_SEED, exclude=()):
+    """int64 tensor [n_sequences, 2 * length]: each row ``length`` distinct random ids from ``range(vocab_size)``
+    (minus ``exclude``, e.g. the tokenizer's special tokens), then the same ids again. Deterministic for a seed."""
+    import torch
+
+    allowed = np.setdiff1d(np.arange(vocab_size), np.asarray(list(exclude), dtype=np.int64))
+    if length < 2 or n_sequences < 1:
+        raise ValueError(f"need length >= 2 and n_sequences >= 1, got length={length}, n_sequences={n_sequences}")
+    if len(allowed) < length:
+        raise ValueError(f"cannot draw {length} distinct tokens from {len(allowed)} allowed ids")
+    rng = np.random.default_rng(seed)
+    # distinct ids within a row: the first copy then holds no repeat a model could exploit
+    first = allowed[np.argsort(rng.random((n_sequences, len(allowed))), axis=1)[:, :length]]
+    return torch.from_numpy(np.concatenate([first, first], axis=1).astype(np.int64))
+
+
+def token_losses(model, tokens, batch_size: int = 32):
+    """Next-token losses (nats), float32 numpy [n_sequences, seq_len - 1]: entry ``[b, i]`` is the loss of
+    ``tokens[b, i + 1]`` given ``tokens[b, :i + 1]``. Batched, under ``torch.inference_mode``, on the model's device."""
+    import torch
+
+    device = next(model.parameters()).device if any(True for _ in model.parameters()) else torch.device("cpu")
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(tokens), batch_size):
+            ids = tokens[start : start + batch_size].to(device)
+            logits = model(ids).logits[:, :-1].float()  # [b, L-1, V]
+            logp = torch.log_softmax(logits, dim=-1)
+            out.append(-logp.gather(-1, ids[:, 1:, None])[..., 0].cpu())
+    return torch.cat(out).numpy()
+
+
+def copy_gap(model, tokens, batch_size: int = 32) -> dict:
+    """Mean loss (nats) on the first and on the second copy of ``tokens`` ([n, 2 * length], from
+    :func:`repeated_tokens`) and ``gap = second_copy - first_copy``; targets as in the module docstring."""
+    n, total = tokens.shape
+    if total % 2 or total < 4:
+        raise ValueError(f"tokens must be [n, 2 * length] with length >= 2, got shape {tuple(tokens.shape)}")
+    length = total // 2
+    losses = token_losses(model, tokens, batch_size)  # column i scores position i + 1
+    first = losses[:, : length - 1]  # positions 1 .. length-1
+    second = losses[:, length:]  # positions length+1 .. 2*length-1
+    return {
+        "first_copy": float(first.mean()),
+        "second_copy": float(second.mean()),
+        "gap": float(second.mean() - first.mean()),
+    }
+
+
+def probe_runs(run_names) -> list[str]:
+    """The runs worth probing: every size's default-seed run, plus one other seed of the first size that has one."""
+    from .figures import parse_run, sort_runs
+
+    names = sort_runs(run_names)
+    out, extra = [], None
+    for name in names:
+        group, _, seed = parse_run(name)
+        if seed == 0:
+            out.append(name)
+        elif extra is None:
+            extra = name
+    if not out:  # no default-seed run at all: one run per group
+        seen = set()
+        out = [n for n in names if not (parse_run(n)[0] in seen or seen.add(parse_run(n)[0]))]
+    return sort_runs(out + ([extra] if extra and extra not in out else []))
+
+
+def spaced_steps(steps, n: int) -> list[int]:
+    """At most ``n`` of ``steps`` spread evenly on a log axis (step 0 counted at 0.5), the first and last included."""
+    steps = sorted(int(s) for s in steps)
+    if len(steps) <= n:
+        return steps
+    x = np.log10(np.maximum(np.asarray(steps, dtype=np.float64), 0.5))
+    targets = np.linspace(x[0], x[-1], n)
+    picked = sorted({int(np.argmin(np.abs(x - t))) for t in targets})
+    return [steps[i] for i in picked]
+
+
+def induction_probe(
+    suite,
+    runs: list[str] | None = None,
+    steps: list[int] | None = None,
+    n_sequences: int = DEFAULT_SEQUENCES,
+    length: int = DEFAULT_LENGTH,
+    seed: int = DEFAULT_SEED,
+    device: str | None = None,
+    batch_size: int = 32,
+):
+    """The repeated-random-tokens probe at checkpoints of a suite (local or hub; models come from ``suite.load``).
+
+    ``runs``: default :func:`probe_runs`; ``steps``: default every checkpoint of each run (a list limits them to those
+    steps each run has). The same token sequences (one draw, ``seed``) are used for every checkpoint. Returns a polars
+    DataFrame with one row per (run, step): run, step, first_copy, second_copy, gap (nats).
+    """
+    import polars as pl
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    runs = runs or probe_runs(suite.run_names)
+    tokenizer = suite.tokenizer()
+    special = getattr(tokenizer, "all_special_ids", []) or []
+    rows, tokens = [], None
+    for run in runs:
+        r = suite.run(run)
+        for step in [s for s in r.steps if steps is None or s in steps]:
+            model, _ = suite.load(run, step, device=device)
+            if tokens is None:
+                vocab = min(len(tokenizer), int(model.config.vocab_size))
+                context = int(getattr(model.config, "max_position_embeddings", 2 * length))
+                if 2 * length > context:
+                    raise ValueError(f"2 x length = {2 * length} tokens exceed the model's context of {context}")
+                tokens = repeated_tokens(vocab, n_sequences, length, seed, exclude=special)
+            rows.append({"run": run, "step": int(step), **copy_gap(model, tokens, batch_size)})
+            del model
+    return pl.DataFrame(rows, schema={"run": pl.String, "step": pl.Int64, "first_copy": pl.Float64, "second_copy": pl.Float64, "gap": pl.Float64})
