@@ -1,4 +1,4 @@
-"""The chapters' committed form (shared first cell, no outputs) and the first cell's suite choice."""
+"""The chapters' committed form (shared setup cell after the title, no outputs) and the setup cell's suite choice."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import nbformat
 import pytest
 
 from helpers import book, notebooks
-from helpers.notebooks import SETUP_CELL_ID, normalise, process, repository, setup_source
+from helpers.notebooks import SETUP_CELL_ID, SETUP_TAGS, normalise, process, repository, setup_source
 
 REPO = Path(__file__).resolve().parent.parent
 COMMITTED = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -21,12 +21,15 @@ COMMITTED = sorted((REPO / "notebooks").glob("*.ipynb"))
 
 
 @pytest.mark.parametrize("path", COMMITTED, ids=[p.name for p in COMMITTED])
-def test_committed_notebook_starts_with_the_setup_cell_and_has_no_outputs(path):
+def test_committed_notebook_has_the_setup_cell_under_its_title_and_no_outputs(path):
     url, branch = repository()
     nb = nbformat.read(path, as_version=4)
-    first = nb.cells[0]
-    assert first.cell_type == "code" and first.id == SETUP_CELL_ID, f"{path.name}: run `python -m helpers.notebooks`"
-    assert first.source == setup_source(url, branch), f"{path.name}: stale first cell; run `python -m helpers.notebooks`"
+    title, setup = nb.cells[0], nb.cells[1]
+    assert title.cell_type == "markdown" and title.source.startswith("# "), f"{path.name}: a chapter starts with its title"
+    assert setup.cell_type == "code" and setup.id == SETUP_CELL_ID, f"{path.name}: run `python -m helpers.notebooks`"
+    assert setup.source == setup_source(url, branch), f"{path.name}: stale setup cell; run `python -m helpers.notebooks`"
+    # the book folds its source and shows its output ("suite: <name>"): the page says which suite it was computed on
+    assert setup.metadata["tags"] == SETUP_TAGS and "hide-input" in SETUP_TAGS and "remove-cell" not in SETUP_TAGS
     for cell in nb.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, f"{path.name}: outputs are committed"
@@ -39,8 +42,8 @@ def test_only_the_setup_cell_sets_the_suite(path):
     import re
 
     nb = nbformat.read(path, as_version=4)
-    for cell in nb.cells[1:]:
-        if cell.cell_type == "code":
+    for cell in nb.cells:
+        if cell.cell_type == "code" and cell.get("id") != SETUP_CELL_ID:
             assert not re.search(r"^\s*SUITE\s*=", cell.source, re.M), f"{path.name}: a cell sets SUITE: {cell.source[:60]!r}"
 
 
@@ -83,15 +86,25 @@ def test_tool_writes_setup_cell_and_strips_outputs(tmp_path):
     assert process([path], check=True, config=config) == [path]
     assert process([path], check=False, config=config) == [path]
     nb = nbformat.read(path, as_version=4)
-    assert [c.cell_type for c in nb.cells] == ["code", "markdown", "code"]  # old setup cell replaced, not doubled
-    setup = nb.cells[0]
-    assert setup.id == SETUP_CELL_ID and "remove-cell" in setup.metadata["tags"]
+    assert [c.cell_type for c in nb.cells] == ["markdown", "code", "code"]  # old setup cell replaced, not doubled
+    setup = nb.cells[1]  # right under the title
+    assert setup.id == SETUP_CELL_ID and setup.metadata["tags"] == ["setup", "hide-input"]
     assert '"helpers @ git+https://github.com/example/book@dev"' in setup.source
     assert "setup_notebook()" in setup.source
     assert nb.cells[2].outputs == [] and nb.cells[2].execution_count is None
     assert "execution" not in nb.cells[2].metadata
     assert "widgets" not in nb.metadata
     assert process([path], check=True, config=config) == []  # idempotent
+
+
+def test_setup_cell_goes_first_when_there_is_no_title(tmp_path):
+    config = _config(tmp_path)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("Some text, no title"), nbformat.v4.new_code_cell("x = 1")]
+    path = tmp_path / "04_untitled.ipynb"
+    nbformat.write(nb, path)
+    process([path], check=False, config=config)
+    assert nbformat.read(path, as_version=4).cells[0].id == SETUP_CELL_ID
 
 
 def test_setup_cell_is_valid_python_and_installs_only_on_colab():
