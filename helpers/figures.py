@@ -159,6 +159,7 @@ def style(fig, title: str, x: str, y: str, log_x: bool = False, log_y: bool = Fa
 # ---- log step axes ----------------------------------------------------------------------------------------------------
 
 STEP0_X = 0.5  # where step 0 is drawn on a log step axis: half a step before step 1
+STEP_AXIS_TITLE = "step (log scale; step 0 drawn at 0.5)"  # the title of every log step axis, the viewer's too
 
 
 def step_x(steps) -> list[float]:
@@ -184,10 +185,11 @@ def log_step_ticks(last_step: int) -> tuple[list[float], list[str]]:
     return vals, text
 
 
-def log_step_axis(fig, steps, axis: str = "x", title: str | None = None):
+def log_step_axis(fig, steps, axis: str = "x", title: str | None = STEP_AXIS_TITLE):
     """Make the ``axis`` ("x" or "y") of every subplot of ``fig`` a log step axis: log scale, ticks from
     :func:`log_step_ticks` (so the tick at 0.5 reads "0", where :func:`step_x` draws step 0, not plotly's "5"),
-    and ``title`` if given. ``steps``: the checkpoint steps shown, or the last step. Returns ``fig``."""
+    and ``title`` (default :data:`STEP_AXIS_TITLE`; None keeps the axis title). ``steps``: the checkpoint steps
+    shown, or the last step. Returns ``fig``."""
     if axis not in ("x", "y"):
         raise ValueError(f"axis must be 'x' or 'y', got {axis!r}")
     last = int(steps) if isinstance(steps, (int, float)) else int(max(steps))

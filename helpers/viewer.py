@@ -144,7 +144,7 @@ def viewer_payload(
     colour_by: str = "cluster",
 ) -> dict:
     """Everything the page script needs, as JSON-able values (rows of ``atlas.samples``, or the subset ``rows``)."""
-    from .figures import log_step_ticks, run_colors
+    from .figures import STEP_AXIS_TITLE, log_step_ticks, run_colors
 
     s = atlas.samples if rows is None else atlas.samples[np.asarray(rows)]
     idx = np.arange(len(atlas.samples)) if rows is None else np.asarray(rows)
@@ -179,7 +179,7 @@ def viewer_payload(
         "runs": runs,
         "run_colors": [colors[r] for r in runs],
         "steps": [int(v) for v in atlas.steps],
-        "step_ticks": {"vals": tick_vals, "text": tick_text},  # helpers.figures.log_step_ticks, as on every figure
+        "step_ticks": {"vals": tick_vals, "text": tick_text, "title": STEP_AXIS_TITLE},  # as on every figure
         "n": len(s),
         "x": np.round(s["x"].to_numpy().astype(np.float64), 3).tolist(),
         "y": np.round(s["y"].to_numpy().astype(np.float64), 3).tolist(),
@@ -380,7 +380,7 @@ VIEWER_JS = r"""
       var layout = {
         title: { text: "loss on <b>" + esc(clip(D.token[i], 24)) + "</b> after " + esc(clip(D.prev[i], 24)) + " (sample " + D.sample_id[i] + ")", x: 0, font: { size: 14 } },
         margin: { l: 55, r: 10, t: 36, b: 45 }, hovermode: "closest", plot_bgcolor: "#fff",
-        xaxis: { type: "log", title: { text: "step (log; step 0 drawn at 0.5)" }, tickvals: ticks, ticktext: labels, gridcolor: "#eee", showline: true, linecolor: "#999" },
+        xaxis: { type: "log", title: { text: esc(D.step_ticks.title) }, tickvals: ticks, ticktext: labels, gridcolor: "#eee", showline: true, linecolor: "#999" },
         yaxis: { title: { text: "loss (nats)" }, rangemode: "tozero", gridcolor: "#eee", showline: true, linecolor: "#999" },
         legend: { orientation: "h", y: -0.2, yanchor: "top", font: { size: 11 } }
       };

@@ -164,8 +164,10 @@ def test_log_step_axis_sets_ticks_on_every_subplot():
         assert layout[axis]["tickvals"] == [0.5, 1, 10, 100]
         assert layout[axis]["ticktext"][0] == "0" and "5" not in layout[axis]["ticktext"]
     assert layout["xaxis"]["title"]["text"] == "step (log)"
-    assert "tickvals" not in layout["yaxis"]
-    figures.log_step_axis(fig, 143000, axis="y")
+    assert "tickvals" not in layout["yaxis"] and layout["yaxis"]["title"]["text"] == "loss (nats)"
+    figures.log_step_axis(fig, [0, 1, 8, 600])
+    assert json.loads(fig.to_json())["layout"]["xaxis"]["title"]["text"] == figures.STEP_AXIS_TITLE
+    figures.log_step_axis(fig, 143000, axis="y", title=None)
     assert json.loads(fig.to_json())["layout"]["yaxis"]["ticktext"][-1] == "100,000"
     with pytest.raises(ValueError, match="axis"):
         figures.log_step_axis(fig, 10, axis="z")
@@ -179,7 +181,7 @@ def test_viewer_curve_pane_uses_the_same_ticks():
     steps = RECIPES["pico"].steps
     payload = viewer_payload(synthetic_atlas(steps, n=60, seed=1))
     vals, text = figures.log_step_ticks(steps[-1])
-    assert payload["step_ticks"] == {"vals": vals, "text": text}
+    assert payload["step_ticks"] == {"vals": vals, "text": text, "title": figures.STEP_AXIS_TITLE}
 
 
 def test_centred_mean_does_not_lag():
