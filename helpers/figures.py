@@ -230,3 +230,29 @@ def seed_groups(run_names) -> dict[str, list[str]]:
     for name in sort_runs(run_names):
         groups.setdefault(parse_run(name)[0], []).append(name)
     return {g: members for g, members in groups.items() if len(members) > 1}
+
+
+# ---- tables -------------------------------------------------------------------------------------------------------
+
+
+def markdown_table(df, floats: dict[str, str] | None = None) -> str:
+    """A polars DataFrame as a Markdown table (it wraps on a narrow page, and Markdown in its cells, such as code
+    spans for token text, renders). ``floats``: a format per float column (default ``"{:.2f}"``); nulls show as
+    "–"; ``|`` in a cell is escaped so it cannot split the cell."""
+    floats = floats or {}
+
+    def cell(name, value):
+        if value is None:
+            return "–"
+        if isinstance(value, float):
+            text = floats.get(name, "{:.2f}").format(value)
+        elif isinstance(value, int):
+            text = f"{value:,}"
+        else:
+            text = str(value)
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(df.columns) + " |", "|" + "|".join("---" for _ in df.columns) + "|"]
+    for row in df.iter_rows():
+        lines.append("| " + " | ".join(cell(n, v) for n, v in zip(df.columns, row)) + " |")
+    return "\n".join(lines)

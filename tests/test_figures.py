@@ -206,3 +206,13 @@ def test_seed_groups_find_the_size_with_seeds():
     assert figures.seed_groups(small) == {"pythia-160m": ["pythia-160m", "pythia-160m-seed1", "pythia-160m-seed2", "pythia-160m-seed3"]}
     assert list(figures.seed_groups(["nano-20k", "nano-20k-seed1", "nano-60k", "nano-60k-seed1"])) == ["nano-20k", "nano-60k"]
     assert figures.seed_groups(["pythia-410m"]) == {}
+
+
+def test_markdown_table_formats_and_escapes():
+    import polars as pl
+
+    df = pl.DataFrame({"name": ["a|b", "c"], "n": [1234, 5], "x": [0.123, None], "share": [0.5, 0.25]})
+    md = figures.markdown_table(df, floats={"share": "{:.0%}"}).splitlines()
+    assert md[0] == "| name | n | x | share |" and md[1] == "|---|---|---|---|"
+    assert md[2] == "| a\\|b | 1,234 | 0.12 | 50% |"
+    assert md[3] == "| c | 5 | – | 25% |"
