@@ -23,6 +23,7 @@ import numpy as np
 DEFAULT_SEQUENCES = 32
 DEFAULT_LENGTH = 32
 DEFAULT_SEED = 0
+COPY_GAP = -1.0  # nats: a second copy at least this much cheaper than the first means the model copies
 
 
 def repeated_tokens(vocab_size: int, n_sequences: int = DEFAULT_SEQUENCES, length: int = DEFAULT_LENGTH, seed: int = DEFAULT_SEED, exclude=()):
@@ -140,3 +141,14 @@ def induction_probe(
             rows.append({"run": run, "step": int(step), **copy_gap(model, tokens, batch_size)})
             del model
     return pl.DataFrame(rows, schema={"run": pl.String, "step": pl.Int64, "first_copy": pl.Float64, "second_copy": pl.Float64, "gap": pl.Float64})
+
+
+def copying_onset(probe, threshold: float = COPY_GAP) -> dict[str, int | None]:
+    """``{run: step}``: the first checkpoint of each run of an :func:`induction_probe` table whose gap is at most
+    ``threshold`` (the second copy at least 1 nat cheaper by default), or None where no checkpoint gets there."""
+    out = {}
+    for run in probe["run"].unique(maintain_order=True).to_list():
+        part = probe.filter(probe["run"] == run).sort("step")
+        hit = part.filter(part["gap"] <= threshold)
+        out[run] = int(hit["step"][0]) if hit.height else None
+    return out

@@ -132,3 +132,14 @@ def test_induction_probe_on_nano(nano):
     assert abs(df["gap"][0]) < 0.05  # ...and cannot use the repeat
     with pytest.raises(ValueError, match="context"):
         induction_probe(nano, runs=[run], steps=steps[:1], length=10_000)
+
+
+def test_copying_onset():
+    import polars as pl
+
+    from helpers.probes import copying_onset
+
+    df = pl.DataFrame({"run": ["a"] * 4 + ["b"] * 2, "step": [0, 10, 100, 1000, 0, 1000],
+                       "gap": [0.0, -0.2, -1.5, -3.0, 0.0, -0.3]})
+    assert copying_onset(df) == {"a": 100, "b": None}
+    assert copying_onset(df, threshold=-0.25) == {"a": 100, "b": 1000}
