@@ -297,10 +297,13 @@ def token_features(samples: pl.DataFrame, ids_by_doc: dict[int, np.ndarray], con
 
 @functools.lru_cache(maxsize=4)
 def corpus_bigrams(suite_name: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """``(codes, counts, total)`` of (previous, target) token pairs in the suite's tokenized train split.
+    """``(codes, counts, total)`` of (previous, target) token pairs in the train split of the suite's corpus.
 
     ``code = prev * 2**20 + target``; pairs that straddle a document boundary (``<|endoftext|>``) are not counted.
-    Local suites reuse the train stream the trainer cached; hub suites tokenize the train split once.
+    Local suites reuse the train stream the trainer cached: the bigrams they trained on. Hub suites tokenize the
+    train split of the book's corpus (``pico-pile``) with their tokenizer: text they never trained on (Pythia trained
+    on the Pile), so these shares describe the text the losses are measured on, not the models' training data (see
+    :func:`bigram_source`).
     """
     from .recipes import RECIPES
 
@@ -522,9 +525,10 @@ def preceding_kinds(prev_texts, contexts) -> np.ndarray:
     return kind
 
 
-def _shares(values, top: int) -> list[tuple[str, float]]:
+def _shares(values, top: int, n: int | None = None) -> list[tuple[str, float]]:
+    """The ``top`` most common values with their count divided by ``n`` (default: the number of values)."""
     s = pl.Series(list(values), dtype=pl.String).value_counts(sort=True).head(top)
-    n = max(len(values), 1)
+    n = max(len(values) if n is None else n, 1)
     return [(v, k / n) for v, k in zip(s[:, 0].to_list(), s["count"].to_list())]
 
 
@@ -533,7 +537,8 @@ def islands(atlas: "Atlas", min_silhouette: float = 0.5, top: int = 3) -> list[d
     least ``min_silhouette``, most separated first. Empty when HDBSCAN found fewer than two clusters.
 
     Per island: cluster, size, share, silhouette; ``targets`` and ``previous``: the ``top`` most common target and
-    previous tokens (shown form) with their share of the island; ``target``: the most common target and ``coverage``,
+    previous tokens (shown form) with their share of the island, and ``punctuation``: the same for the previous
+    tokens that are punctuation; ``target``: the most common target and ``coverage``,
     the share of all samples with that target that are in the island; ``preceding``: the share of each of
     :data:`PRECEDING_KINDS` (:func:`preceding_kinds`); ``capital_lines``: the most common lines of capitals before a
     target, with counts, and ``capital_lines_domain``: their most common domain and its share; and the
@@ -565,6 +570,7 @@ def islands(atlas: "Atlas", min_silhouette: float = 0.5, top: int = 3) -> list[d
                 "silhouette": row["silhouette"],
                 "targets": targets,
                 "previous": _shares(prev[mask], top),
+                "punctuation": _shares(prev[mask & (kinds == "punctuation")], top, n=int(mask.sum())),
                 "target": targets[0][0],
                 "coverage": float(mask[shown == targets[0][0]].mean()),
                 "preceding": {k: float((kinds[mask] == k).mean()) for k in PRECEDING_KINDS},
@@ -576,14 +582,167 @@ def islands(atlas: "Atlas", min_silhouette: float = 0.5, top: int = 3) -> list[d
     return out
 
 
-def where_targets_go(atlas: "Atlas", target: str) -> dict[int, float]:
-    """``{cluster: share}``: how the samples whose target is ``target`` (raw text) spread over the clusters (-1:
-    unclustered), largest share first."""
+def where_targets_go(atlas: "Atlas", target: str, previous: str | None = None) -> dict[int, float]:
+    """``{cluster: share}``: how the samples whose target is ``target`` (raw text; and whose previous token is
+    ``previous``, if given) spread over the clusters (-1: unclustered), largest share first."""
     s = atlas.samples.filter(pl.col("target_text") == target)
+    if previous is not None:
+        s = s.filter(pl.col("prev_text") == previous)
     if s.height == 0:
         return {}
     counts = s["cluster"].value_counts(sort=True)
     return {int(c): k / s.height for c, k in counts.iter_rows()}
+
+
+def describe_spread(spread: dict[int, float], top: int = 4) -> str:
+    """A :func:`where_targets_go` result in words: ``"45% in cluster 2, 22% unclustered, 17% in cluster 1"``."""
+    return ", ".join(f"{share:.0%} " + ("unclustered" if c < 0 else f"in {cluster_name(c)}") for c, share in list(spread.items())[:top])
+
+
+def top_targets(atlas: "Atlas", mask, top: int = 5) -> list[tuple[str, float]]:
+    """The ``top`` most common targets (shown form) among the samples of ``mask``, with their share of them."""
+    mask = np.asarray(mask, dtype=bool)
+    return _shares([display_token(x) for x, keep in zip(atlas.samples["target_text"].to_list(), mask) if keep], top)
+
+
+def frequent_bigrams(suite_name: str, top: int = 3) -> list[tuple[str, float]]:
+    """The ``top`` most frequent (previous→target) pairs of :func:`corpus_bigrams` (shown form), with their share."""
+    from .suites import load_suite
+
+    codes, counts, total = corpus_bigrams(suite_name)
+    tok = load_suite(suite_name).tokenizer()
+    order = np.argsort(-counts, kind="stable")[:top]
+    name = lambda i: display_token(tok.decode([int(i)]))  # noqa: E731
+    return [(f"{name(codes[i] >> 20)}→{name(codes[i] & 0xFFFFF)}", counts[i] / max(total, 1)) for i in order]
+
+
+def cluster_overview(atlas: "Atlas") -> pl.DataFrame:
+    """The cluster table to read: one row per cluster (named), its size and share, silhouette, main shape with its
+    share, half-drop step, median final loss, share of induction candidates and its most common targets."""
+    t = atlas.clusters
+    return pl.DataFrame(
+        {
+            "cluster": [cluster_name(c) for c in t["cluster"].to_list()],
+            "samples": t["size"],
+            "share": t["share"],
+            "silhouette": t["silhouette"],
+            "shape": [f"{s} ({k:.0%})" for s, k in zip(t["shape"].to_list(), t["shape_share"].to_list())],
+            "half-drop step": t["half_drop_step"],
+            "final loss (nats)": t["final_loss"],
+            "induction": t["induction_share"],
+            "top targets": [", ".join(x) for x in t["top_targets"].to_list()],
+        }
+    )
+
+
+def cluster_overview_markdown(atlas: "Atlas") -> str:
+    """:func:`cluster_overview` as a Markdown table, target tokens in code spans (shares as percentages)."""
+    from .figures import markdown_table
+
+    t = cluster_overview(atlas).with_columns(
+        pl.Series("top targets", [", ".join(f"{md_code(tok)} {k:.0%}" for tok, k in row) for row in _top_target_shares(atlas)])
+    )
+    return markdown_table(t, floats={"share": "{:.1%}", "half-drop step": "{:.0f}", "induction": "{:.0%}"})
+
+
+def _top_target_shares(atlas: "Atlas", top: int = 3) -> list[list[tuple[str, float]]]:
+    cl = atlas.samples["cluster"].to_numpy()
+    return [top_targets(atlas, cl == c, top) for c in atlas.clusters["cluster"].to_list()]
+
+
+def cluster_listing(atlas: "Atlas", top: int = 3) -> str:
+    """A Markdown list, one item per cluster: its ``top`` most common (previous→target) pairs with their share of
+    the cluster and of the reference corpus's bigrams (:func:`corpus_bigrams`), and its mix of domains."""
+    s = atlas.samples
+    pairs = pl.DataFrame(
+        {
+            "cluster": s["cluster"],
+            "pair": [f"{display_token(p)}→{display_token(x)}" for p, x in zip(s["prev_text"].to_list(), s["target_text"].to_list())],
+            "corpus": s["bigram_share"],
+        }
+    )
+    lines = []
+    for row in atlas.clusters.iter_rows(named=True):
+        c = row["cluster"]
+        sub = pairs.filter(pl.col("cluster") == c)
+        counts = sub.group_by("pair").agg(pl.len().alias("k"), pl.col("corpus").first()).sort(["k", "corpus"], descending=True).head(top)
+        listed = "; ".join(f"{md_code(p)} {k / sub.height:.0%} (corpus {f:.2%})" for p, k, f in counts.iter_rows())
+        lines.append(f"- **{cluster_name(c)}** ({row['size']:,} samples): {listed}. Domains: {row['domain_mix']}.")
+    return "\n".join(lines)
+
+
+def top_pairs(atlas: "Atlas", mask, top: int = 3) -> list[tuple[str, float]]:
+    """The ``top`` most common (previous→target) pairs (shown form) among the samples of ``mask``, with their share."""
+    s = atlas.samples.filter(pl.Series(np.asarray(mask, dtype=bool)))
+    pairs = [f"{display_token(p)}→{display_token(t)}" for p, t in zip(s["prev_text"].to_list(), s["target_text"].to_list())]
+    return _shares(pairs, top)
+
+
+def md_code(text: str) -> str:
+    """``text`` as a Markdown code span (safe for any token text: no Markdown or HTML inside it is interpreted);
+    line breaks show as ``⏎``."""
+    import re
+
+    text = str(text).replace("\n", "⏎") or "(empty)"
+    fence = "`" * (max((len(r) for r in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _percent_list(items, top: int = 3) -> str:
+    return ", ".join(f"{md_code(v)} {s:.0%}" for v, s in items[:top])
+
+
+_KIND_PHRASE = {"newline": "a line break", "punctuation": "punctuation", "line of capitals": "a line of capitals", "other": "other tokens"}
+
+
+def describe_island(island: dict) -> str:
+    """One island of :func:`islands` in a Markdown paragraph: size, silhouette, targets, what precedes them (with
+    the lines of capitals named, and read as speakers' names when they come from the plays), the share of all
+    samples with its main target that it holds, and when its curves drop and where they end."""
+    kinds = ", ".join(
+        f"{_KIND_PHRASE[kind]} {share:.0%}" + (f" ({_percent_list(island['punctuation'])})" if kind == "punctuation" and share >= 0.5 else "")
+        for kind, share in sorted(island["preceding"].items(), key=lambda kv: -kv[1])
+        if share >= 0.05
+    )
+    text = (
+        f"**{cluster_name(island['cluster']).capitalize()}** ({island['size']:,} samples, {island['share']:.1%} of the map; "
+        f"silhouette {island['silhouette']:.2f}): targets {_percent_list(island['targets'])}. "
+        f"Right before them: {kinds}"
+    )
+    if island["preceding"].get("punctuation", 0) < 0.5:
+        text += f"; the most common previous tokens are {_percent_list(island['previous'])}"
+    caps = island["preceding"].get("line of capitals", 0)
+    if caps >= 0.05 and island["capital_lines"]:
+        names = ", ".join(md_code(line) for line, _ in island["capital_lines"])
+        domain, share = island["capital_lines_domain"] or ("", 0.0)
+        if domain == "shakespeare" and share >= 0.5:
+            text += f". The lines of capitals are speakers' names heading a speech in the plays ({share:.0%} of them from Shakespeare; e.g. {names})"
+        else:
+            text += f". The lines of capitals are, e.g., {names}"
+    text += (
+        f". The island holds {island['coverage']:.0%} of all samples whose target is {md_code(island['target'])}. "
+        f"Its curves make half of their drop by step {island['half_drop_step']:.0f} (all other samples: step "
+        f"{island['rest_half_drop_step']:.0f}) and end at a median of {island['final_loss']:.2f} nats (others: "
+        f"{island['rest_final_loss']:.2f})."
+    )
+    return text
+
+
+def bigram_source(suite) -> tuple[str, bool]:
+    """``(description, trained_on)`` of the corpus whose bigrams :func:`corpus_bigrams` counts for ``suite`` (a
+    :class:`~helpers.suites.Suite`): its own training split for a local suite (``trained_on`` True); for a hub suite
+    the train split of the book's corpus, which the hub models never saw (``trained_on`` False)."""
+    from .samples import suite_corpus
+
+    corpus = suite_corpus(suite)
+    if suite.kind == "local":
+        return f"the train split of `{corpus}`, which the runs of `{suite.name}` trained on", True
+    return (
+        f"the train split of `{corpus}` (the corpus whose test split this book measures losses on), tokenized with the "
+        f"suite's tokenizer; the runs of `{suite.name}` never trained on it",
+        False,
+    )
 
 
 def map_explains_final_loss(atlas: "Atlas", cluster: int | None = None) -> float:

@@ -333,3 +333,53 @@ def test_map_explains_final_loss():
     assert map_explains_final_loss(atlas) == pytest.approx(1.0)
     atlas.samples = s.with_columns(pl.Series("final_loss", np.random.default_rng(0).normal(size=s.height)))
     assert map_explains_final_loss(atlas) < 0.1
+
+
+def test_md_code_keeps_any_token_literal():
+    from helpers.atlas import md_code
+
+    assert md_code("<b>") == "`<b>`" and md_code("\n") == "`⏎`"
+    assert md_code("a`b") == "``a`b``" and md_code("`") == "`` ` ``"
+    assert md_code("") == "`(empty)`"
+
+
+def test_describe_island_states_the_computed_numbers():
+    from helpers.atlas import describe_island, describe_spread, islands, where_targets_go
+
+    atlas = _islands_atlas()
+    found = {i["target"]: i for i in islands(atlas)}
+    text = describe_island(found["⏎"])
+    nl = found["⏎"]
+    assert f"({nl['size']:,} samples" in text and f"silhouette {nl['silhouette']:.2f}" in text
+    assert "punctuation 75% (`.` 75%)" in text and "a line of capitals 25%" in text
+    assert "speakers' names" in text and "`ROSALIND`" in text  # from the plays
+    assert "holds 80% of all samples whose target is `⏎`" in text
+    assert f"by step {nl['half_drop_step']:.0f}" in text and f"{nl['final_loss']:.2f} nats" in text
+    comma = describe_island(found[","])
+    assert "speakers" not in comma and "most common previous tokens are `␣him` 100%" in comma
+    spread = describe_spread(where_targets_go(atlas, "\n"))
+    assert spread == f"80% in cluster {nl['cluster']}, 20% in cluster {found[','][ 'cluster']}"
+    assert describe_spread({-1: 0.75, 1: 0.25}) == "75% unclustered, 25% in cluster 1"
+
+
+def test_cluster_overview_is_narrow_and_readable():
+    from helpers.atlas import cluster_overview, cluster_overview_markdown
+
+    atlas = _islands_atlas()
+    t = cluster_overview(atlas)
+    assert t.columns == ["cluster", "samples", "share", "silhouette", "shape", "half-drop step", "final loss (nats)", "induction", "top targets"]
+    md = cluster_overview_markdown(atlas).splitlines()
+    assert len(md) == 2 + atlas.clusters.height
+    comma_row = next(line for line in md if "`,` 83%" in line)
+    assert comma_row.startswith("| cluster ") and "| 60 |" in comma_row
+
+
+def test_bigram_source_tells_hub_suites_they_never_trained_on_it():
+    from types import SimpleNamespace
+
+    from helpers.atlas import bigram_source
+
+    local, trained = bigram_source(SimpleNamespace(kind="local", name="pico", meta={"corpus": "pico-pile"}))
+    assert trained and "trained on" in local and "never" not in local
+    hub, trained = bigram_source(SimpleNamespace(kind="hub", name="pythia-small"))
+    assert not trained and "`pico-pile`" in hub and "never trained on it" in hub
