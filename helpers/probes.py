@@ -152,3 +152,60 @@ def copying_onset(probe, threshold: float = COPY_GAP) -> dict[str, int | None]:
         hit = part.filter(part["gap"] <= threshold)
         out[run] = int(hit["step"][0]) if hit.height else None
     return out
+
+
+def probe_summary(probe) -> dict:
+    """The numbers the chapter states about an :func:`induction_probe` table: the range of the gap and of the
+    first-copy loss at each run's last checkpoint (``last_gap``, ``last_first_copy``: (min, max)), the largest saving
+    at any checkpoint (``best``: run, step, gap) and :func:`copying_onset` (``onset``; ``copies``: the runs that copy)."""
+    last = probe.sort("step").group_by("run", maintain_order=True).last()
+    best = probe.sort("gap").row(0, named=True)
+    onset = copying_onset(probe)
+    return {
+        "runs": probe["run"].unique(maintain_order=True).to_list(),
+        "checkpoints": probe.group_by("run").len()["len"].max(),
+        "last_gap": (float(last["gap"].min()), float(last["gap"].max())),
+        "last_first_copy": (float(last["first_copy"].min()), float(last["first_copy"].max())),
+        "best": {"run": best["run"], "step": int(best["step"]), "gap": float(best["gap"])},
+        "onset": onset,
+        "copies": {r: s for r, s in onset.items() if s is not None},
+    }
+
+
+def describe_probe(probe, vocab_size: int) -> str:
+    """:func:`probe_summary` in a Markdown paragraph."""
+    s = probe_summary(probe)
+    text = (
+        f"At the last checkpoint the second copy costs {s['last_gap'][0]:+.2f} to {s['last_gap'][1]:+.2f} nats relative to "
+        f"the first, which costs {s['last_first_copy'][0]:.1f} to {s['last_first_copy'][1]:.1f} nats (ln V = "
+        f"{np.log(vocab_size):.2f}). The largest saving at any checkpoint is {-s['best']['gap']:.2f} nats "
+        f"(`{s['best']['run']}`, step {s['best']['step']:,})."
+    )
+    if s["copies"]:
+        return text + " " + ", ".join(f"`{r}` copies from step {step:,}" for r, step in s["copies"].items()) + (
+            f" (the first checkpoint where the repeat is at least {-COPY_GAP:g} nat cheaper)."
+        )
+    return text + f" No probed run gets within {-COPY_GAP:g} nat of copying: these models learn no induction heads."
+
+
+def probe_figure(probe, title: str):
+    """The gap (second copy minus first, nats) against the step, one line per run in its run colour, on a log step
+    axis; hover gives both copies' losses."""
+    import plotly.graph_objects as go
+
+    from .figures import log_step_axis, run_colors, step_x, style
+
+    runs = probe["run"].unique(maintain_order=True).to_list()
+    colours = run_colors(runs)
+    fig = go.Figure()
+    for run in runs:
+        part = probe.filter(probe["run"] == run).sort("step")
+        fig.add_scatter(
+            x=step_x(part["step"]), y=part["gap"], name=run, mode="lines+markers", line=dict(color=colours[run]),
+            marker=dict(size=4), customdata=part.select("step", "first_copy", "second_copy").to_numpy(),
+            hovertemplate=run + "<br>step %{customdata[0]:,}: gap %{y:+.3f} nats<br>first copy %{customdata[1]:.2f}, "
+            "second %{customdata[2]:.2f}<extra></extra>",
+        )
+    fig.add_hline(y=0, line=dict(dash="dot", color="#888"))
+    style(fig, title=title, x="step", y="loss gap (nats; below 0: the repeat is cheaper)", legend="run")
+    return log_step_axis(fig, probe["step"].max())

@@ -503,6 +503,48 @@ def show_viewer(atlas: Atlas, **payload_options) -> None:
     display(HTML(viewer_html(atlas, plotly_js="global" if in_book_build() else "inline", **payload_options)))
 
 
+# ---- the chapter's figures, in the viewer's colours -----------------------------------------------------------------
+
+
+def plotly_text(text: str) -> str:
+    """``text`` escaped for plotly's pseudo-HTML (hover labels): ``&``, ``<``, ``>`` and ``"`` (as ``&#34;``: plotly
+    knows no ``&quot;``), as the page script's ``esc``."""
+    return html.escape(str(text), quote=False).replace('"', "&#34;")
+
+
+def median_curves_figure(atlas: Atlas, by: str = "cluster"):
+    """The median loss curve of each cluster (``by="cluster"``, in :meth:`Atlas.cluster_colors`) or of each shape
+    label (``by="shape"``, in :data:`SHAPE_COLORS`) of the mapped run, with the mean of all samples dashed, on a log
+    step axis: a colour means what it means on the map."""
+    import plotly.graph_objects as go
+
+    from .figures import log_step_axis, step_x, style
+
+    x = step_x(atlas.steps)
+    fig = go.Figure()
+    fig.add_scatter(x=x, y=atlas.mean_curve(), name="mean of all samples", line=dict(color="#333", width=3, dash="dash"))
+    if by == "cluster":
+        colours = atlas.cluster_colors()
+        for row in atlas.clusters.iter_rows(named=True):
+            name = cluster_name(row["cluster"])
+            fig.add_scatter(
+                x=x, y=row["median_curve"], mode="lines", name=f"{name} ({row['size']:,})", line=dict(color=colours[row["cluster"]], width=2.5),
+                text=[plotly_text(row["label"])] * len(x), hovertemplate="%{text}<br>%{y:.2f} nats<extra>" + name + "</extra>",
+            )
+    elif by == "shape":
+        shapes = atlas.samples["shape"].to_numpy()
+        for label in SHAPES:
+            rows = shapes == label
+            if rows.any():
+                fig.add_scatter(x=x, y=np.median(atlas.curves[atlas.run][rows], axis=0), mode="lines", name=f"{label} ({rows.sum():,})",
+                                line=dict(color=SHAPE_COLORS[label], width=2.5))
+    else:
+        raise ValueError(f"by must be 'cluster' or 'shape', got {by!r}")
+    style(fig, title=f"Median loss curve of each {'cluster' if by == 'cluster' else 'shape label'}, {atlas.run}", x="step",
+          y="loss (nats)", legend=f"{by} (samples)")
+    return log_step_axis(fig, atlas.steps)
+
+
 # ---- live Jupyter / Colab ------------------------------------------------------------------------------------------
 
 

@@ -143,3 +143,22 @@ def test_copying_onset():
                        "gap": [0.0, -0.2, -1.5, -3.0, 0.0, -0.3]})
     assert copying_onset(df) == {"a": 100, "b": None}
     assert copying_onset(df, threshold=-0.25) == {"a": 100, "b": 1000}
+
+
+def test_probe_summary_description_and_figure():
+    import json
+
+    import polars as pl
+
+    from helpers.probes import describe_probe, probe_figure, probe_summary
+
+    flat = pl.DataFrame({"run": ["a", "a", "b", "b"], "step": [0, 600, 0, 600], "first_copy": [8.3, 11.0, 8.3, 11.2],
+                         "second_copy": [8.3, 10.95, 8.3, 11.1], "gap": [0.0, -0.05, 0.0, -0.1]})
+    s = probe_summary(flat)
+    assert s["last_gap"] == (-0.1, -0.05) and s["best"] == {"run": "b", "step": 600, "gap": -0.1} and s["copies"] == {}
+    text = describe_probe(flat, 4096)
+    assert "-0.10 to -0.05 nats" in text and "No probed run gets within 1 nat of copying" in text
+    copier = flat.with_columns(pl.when(pl.col("run") == "b").then(pl.col("gap") * 40).otherwise(pl.col("gap")).alias("gap"))
+    assert "`b` copies from step 600" in describe_probe(copier, 4096)
+    layout = json.loads(probe_figure(flat, "gap").to_json())["layout"]
+    assert layout["xaxis"]["type"] == "log" and layout["xaxis"]["ticktext"][0] == "0"

@@ -198,3 +198,25 @@ def test_legend_calls_a_cluster_mixed_when_its_shape_is_a_minority():
             assert f"mixed, most often {row['shape']} ({row['shape_share']:.0%})" in name
         else:
             assert name.split(": ", 1)[1].startswith(f"{row['shape']} (")
+
+
+def test_median_curve_figures_use_the_viewers_colours(hostile_atlas):
+    from helpers.atlas import SHAPE_COLORS
+    from helpers.viewer import median_curves_figure, viewer_payload
+
+    payload = viewer_payload(hostile_atlas)
+    fig = json.loads(median_curves_figure(hostile_atlas, "cluster").to_json())
+    clusters = [tr for tr in fig["data"] if tr["name"].startswith(("cluster", "unclustered"))]
+    assert [tr["line"]["color"] for tr in clusters] == payload["categories"]["cluster"]["colors"]
+    assert any(tr["name"].startswith("unclustered") for tr in clusters) == (-1 in hostile_atlas.clusters["cluster"].to_list())
+    assert fig["layout"]["xaxis"]["ticktext"][0] == "0"
+    shapes = json.loads(median_curves_figure(hostile_atlas, "shape").to_json())["data"][1:]
+    assert all(tr["line"]["color"] == SHAPE_COLORS[tr["name"].rsplit(" (", 1)[0]] for tr in shapes)
+    with pytest.raises(ValueError):
+        median_curves_figure(hostile_atlas, "domain")
+
+
+def test_plotly_text_escapes_like_the_page_script():
+    from helpers.viewer import plotly_text
+
+    assert plotly_text('<b>"x" & y') == "&lt;b&gt;&#34;x&#34; &amp; y"
