@@ -618,7 +618,8 @@ def frequent_bigrams(suite_name: str, top: int = 3) -> list[tuple[str, float]]:
 
 def cluster_overview(atlas: "Atlas") -> pl.DataFrame:
     """The cluster table to read: one row per cluster (named), its size and share, silhouette, main shape with its
-    share, half-drop step, median final loss, share of induction candidates and its most common targets."""
+    share, half-drop step, median final loss and its most common targets (the share of induction candidates per
+    cluster is in ``atlas.clusters``)."""
     t = atlas.clusters
     return pl.DataFrame(
         {
@@ -629,7 +630,6 @@ def cluster_overview(atlas: "Atlas") -> pl.DataFrame:
             "shape": [f"{s} ({k:.0%})" for s, k in zip(t["shape"].to_list(), t["shape_share"].to_list())],
             "half-drop step": t["half_drop_step"],
             "final loss (nats)": t["final_loss"],
-            "induction": t["induction_share"],
             "top targets": [", ".join(x) for x in t["top_targets"].to_list()],
         }
     )
@@ -639,10 +639,12 @@ def cluster_overview_markdown(atlas: "Atlas") -> str:
     """:func:`cluster_overview` as a Markdown table, target tokens in code spans (shares as percentages)."""
     from .figures import markdown_table
 
-    t = cluster_overview(atlas).with_columns(
-        pl.Series("top targets", [", ".join(f"{md_code(tok)} {k:.0%}" for tok, k in row) for row in _top_target_shares(atlas)])
-    )
-    return markdown_table(t, floats={"share": "{:.1%}", "half-drop step": "{:.0f}", "induction": "{:.0%}"})
+    t = cluster_overview(atlas)
+    t = t.with_columns(
+        pl.Series("samples", [f"{n:,} ({s:.1%})" for n, s in zip(t["samples"].to_list(), t["share"].to_list())]),
+        pl.Series("top targets", [", ".join(f"{md_code(tok)} {k:.0%}" for tok, k in row) for row in _top_target_shares(atlas)]),
+    ).drop("share")
+    return markdown_table(t, formats={"half-drop step": "{:.0f}"})
 
 
 def _top_target_shares(atlas: "Atlas", top: int = 3) -> list[list[tuple[str, float]]]:

@@ -235,18 +235,20 @@ def seed_groups(run_names) -> dict[str, list[str]]:
 # ---- tables -------------------------------------------------------------------------------------------------------
 
 
-def markdown_table(df, floats: dict[str, str] | None = None) -> str:
+def markdown_table(df, formats: dict[str, str] | None = None) -> str:
     """A polars DataFrame as a Markdown table (it wraps on a narrow page, and Markdown in its cells, such as code
-    spans for token text, renders). ``floats``: a format per float column (default ``"{:.2f}"``); nulls show as
-    "–"; ``|`` in a cell is escaped so it cannot split the cell."""
-    floats = floats or {}
+    spans for token text, renders). ``formats``: a format per column (default ``"{:,}"`` for integers, ``"{:.2f}"``
+    for floats, e.g. ``"{}"`` for a seed); nulls show as "–"; ``|`` in a cell is escaped so it cannot split the cell."""
+    formats = formats or {}
 
     def cell(name, value):
         if value is None:
             return "–"
-        if isinstance(value, float):
-            text = floats.get(name, "{:.2f}").format(value)
-        elif isinstance(value, int):
+        if name in formats:
+            text = formats[name].format(value)
+        elif isinstance(value, float):
+            text = f"{value:.2f}"
+        elif isinstance(value, int) and not isinstance(value, bool):
             text = f"{value:,}"
         else:
             text = str(value)

@@ -367,11 +367,11 @@ def test_cluster_overview_is_narrow_and_readable():
 
     atlas = _islands_atlas()
     t = cluster_overview(atlas)
-    assert t.columns == ["cluster", "samples", "share", "silhouette", "shape", "half-drop step", "final loss (nats)", "induction", "top targets"]
+    assert t.columns == ["cluster", "samples", "share", "silhouette", "shape", "half-drop step", "final loss (nats)", "top targets"]
     md = cluster_overview_markdown(atlas).splitlines()
-    assert len(md) == 2 + atlas.clusters.height
+    assert len(md) == 2 + atlas.clusters.height and md[0].count("|") == 8  # seven columns: share goes with samples
     comma_row = next(line for line in md if "`,` 83%" in line)
-    assert comma_row.startswith("| cluster ") and "| 60 |" in comma_row
+    assert comma_row.startswith("| cluster ") and "| 60 (12.0%) |" in comma_row
 
 
 def test_bigram_source_tells_hub_suites_they_never_trained_on_it():

@@ -212,7 +212,7 @@ def test_markdown_table_formats_and_escapes():
     import polars as pl
 
     df = pl.DataFrame({"name": ["a|b", "c"], "n": [1234, 5], "x": [0.123, None], "share": [0.5, 0.25]})
-    md = figures.markdown_table(df, floats={"share": "{:.0%}"}).splitlines()
+    md = figures.markdown_table(df, formats={"share": "{:.0%}"}).splitlines()
     assert md[0] == "| name | n | x | share |" and md[1] == "|---|---|---|---|"
     assert md[2] == "| a\\|b | 1,234 | 0.12 | 50% |"
     assert md[3] == "| c | 5 | – | 25% |"
