@@ -47,7 +47,7 @@ SHAPE_COLORS = {
 # suites (helpers.figures.run_colors: blue, red and green families), so a colour on the map never reads as a run in
 # the curve pane beside it; :func:`cluster_colors` also skips any that is near a run colour of a larger suite.
 CLUSTER_PALETTE = [
-    "#9467bd", "#ff7f0e", "#b68e00", "#00a08b", "#e377c2", "#8c564b", "#511cfb", "#bcbd22", "#750d86", "#6c7c32",
+    "#9467bd", "#ff7f0e", "#e377c2", "#00a08b", "#b68e00", "#8c564b", "#511cfb", "#bcbd22", "#750d86", "#6c7c32",
     "#fe00fa", "#17becf", "#fc0080", "#1616a7", "#86ce00", "#620042",
 ]  # fmt: skip
 NOISE_COLOR = "#c7c7c7"  # points HDBSCAN leaves unclustered
