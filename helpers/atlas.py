@@ -43,6 +43,16 @@ SHAPE_COLORS = {
     "U-shaped": "#ff7f0e",
     "flat": "#bcbd22",
 }
+# Cluster colours, in order of cluster id (0 is the largest cluster). None of them is near a run colour of the book's
+# suites (helpers.figures.run_colors: blue, red and green families), so a colour on the map never reads as a run in
+# the curve pane beside it; :func:`cluster_colors` also skips any that is near a run colour of a larger suite.
+CLUSTER_PALETTE = [
+    "#9467bd", "#ff7f0e", "#e377c2", "#00a08b", "#b68e00", "#8c564b", "#511cfb", "#bcbd22", "#750d86", "#6c7c32",
+    "#fe00fa", "#17becf", "#fc0080", "#1616a7", "#86ce00", "#620042",
+]  # fmt: skip
+NOISE_COLOR = "#c7c7c7"  # points HDBSCAN leaves unclustered
+MIN_COLOUR_DISTANCE = 25.0  # CIE76 ΔE: closer than this, two colours read as the same on a scatter plot
+DOMINANT_SHARE = 0.5  # a shape or target held by at least this share of a cluster names it
 
 
 # ---- the metric ---------------------------------------------------------------------------------------------------
@@ -287,10 +297,13 @@ def token_features(samples: pl.DataFrame, ids_by_doc: dict[int, np.ndarray], con
 
 @functools.lru_cache(maxsize=4)
 def corpus_bigrams(suite_name: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """``(codes, counts, total)`` of (previous, target) token pairs in the suite's tokenized train split.
+    """``(codes, counts, total)`` of (previous, target) token pairs in the train split of the suite's corpus.
 
     ``code = prev * 2**20 + target``; pairs that straddle a document boundary (``<|endoftext|>``) are not counted.
-    Local suites reuse the train stream the trainer cached; hub suites tokenize the train split once.
+    Local suites reuse the train stream the trainer cached: the bigrams they trained on. Hub suites tokenize the
+    train split of the book's corpus (``pico-pile``) with their tokenizer: text they never trained on (Pythia trained
+    on the Pile), so these shares describe the text the losses are measured on, not the models' training data (see
+    :func:`bigram_source`).
     """
     from .recipes import RECIPES
 
@@ -350,15 +363,65 @@ def display_token(text: str) -> str:
     return "␣" * lead + stripped + "␣" * trail if stripped else "␣" * len(t)
 
 
-# ---- cluster labels ------------------------------------------------------------------------------------------------
+# ---- cluster names, labels and colours ----------------------------------------------------------------------------
+
+
+def cluster_name(cluster: int) -> str:
+    """``"cluster 3"``, or ``"unclustered"`` for HDBSCAN's noise label -1."""
+    return "unclustered" if cluster < 0 else f"cluster {cluster}"
+
+
+def cluster_label(shape: str, shape_share: float, top_target: str | None, top_target_share: float, final_loss: float) -> str:
+    """A cluster's label, from its numbers: its shape only when most of its curves have it (else "mixed, most often
+    <shape> (<share>)"), its most common target (shown token) only when it dominates, and its median final loss.
+
+    >>> cluster_label("late drop", 0.31, "␣the", 0.03, 4.44)
+    'mixed, most often late drop (31%) · final 4.44 nats'
+    >>> cluster_label("early drop", 0.71, ",", 0.82, 1.48)
+    'early drop (71%) · "," 82% of targets · final 1.48 nats'
+    """
+    parts = [f"{shape} ({shape_share:.0%})" if shape_share >= DOMINANT_SHARE else f"mixed, most often {shape} ({shape_share:.0%})"]
+    if top_target is not None and top_target_share >= DOMINANT_SHARE:
+        parts.append(f'"{top_target}" {top_target_share:.0%} of targets')
+    parts.append(f"final {final_loss:.2f} nats")
+    return " · ".join(parts)
+
+
+def _lab(color: str) -> np.ndarray:
+    """CIE L*a*b* (D65) of ``"#rrggbb"``."""
+    rgb = np.array([int(color[i : i + 2], 16) / 255 for i in (1, 3, 5)])
+    rgb = np.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]) @ rgb
+    f = xyz / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(f > 0.008856, np.cbrt(f), 7.787 * f + 16 / 116)
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def colour_distance(a: str, b: str) -> float:
+    """CIE76 ΔE between two ``"#rrggbb"`` colours (about 2.3 is a just-noticeable difference)."""
+    return float(np.linalg.norm(_lab(a) - _lab(b)))
+
+
+def cluster_colors(cluster_ids, avoid=()) -> dict[int, str]:
+    """``{cluster: "#rrggbb"}``: :data:`NOISE_COLOR` for -1, :data:`CLUSTER_PALETTE` in order for the others,
+    skipping palette colours within :data:`MIN_COLOUR_DISTANCE` of any colour in ``avoid`` (e.g. the run colours
+    shown beside the map). The same ids and ``avoid`` always give the same colours."""
+    avoid = list(avoid)
+    usable = [c for c in CLUSTER_PALETTE if all(colour_distance(c, a) >= MIN_COLOUR_DISTANCE for a in avoid)] or CLUSTER_PALETTE
+    return {int(c): NOISE_COLOR if c < 0 else usable[int(c) % len(usable)] for c in cluster_ids}
+
+
+# ---- cluster table -------------------------------------------------------------------------------------------------
 
 
 def cluster_table(samples: pl.DataFrame, curves: np.ndarray, steps, top: int = 3) -> pl.DataFrame:
     """One row per cluster of ``samples`` (needs columns cluster, shape, target_text, prev_text, domain, induction,
-    bigram_share, x, y): size, share, silhouette on the map, majority shape and its share, median curve (nats per
-    checkpoint) and the step at which it has made half its drop, the share of newline targets, top target tokens, top
-    bigrams with their corpus frequency, induction share, domain mix, and a computed ``label`` naming the cluster by
-    those numbers. Noise (cluster -1) is the last row if present.
+    bigram_share, x, y): size, share, silhouette on the map (None when there are fewer than two clusters), majority
+    shape and its share, median curve (nats per checkpoint) and the step at which it has made half its drop, the share
+    of newline targets, the most common target (``top_target``, shown form, and ``top_target_share``), the ``top``
+    targets and bigrams as text (a bigram with its share of the cluster and of the reference corpus's bigrams, see
+    :func:`corpus_bigrams`), induction share, domain mix, and a computed ``label`` (:func:`cluster_label`).
+    Noise (cluster -1) is the last row if present.
     """
     from sklearn.metrics import silhouette_samples
 
@@ -378,21 +441,17 @@ def cluster_table(samples: pl.DataFrame, curves: np.ndarray, steps, top: int = 3
         idx = np.flatnonzero(cl == c)
         sub = samples[idx]
         tt = pl.Series([tokens[i] for i in idx]).value_counts(sort=True).head(top)
-        top_targets = [f"{t} ({k / len(idx):.0%})" for t, k in zip(tt[:, 0].to_list(), tt["count"].to_list())]
+        top_targets = [f'"{t}" {k / len(idx):.0%}' for t, k in zip(tt[:, 0].to_list(), tt["count"].to_list())]
         pairs = pl.DataFrame({"p": [prevs[i] for i in idx], "t": [tokens[i] for i in idx], "f": bshare[idx]})
         bt = pairs.group_by("p", "t").agg(pl.len().alias("k"), pl.col("f").first()).sort(["k", "f"], descending=True).head(top)
-        top_bigrams = [f"{p}→{t} ({k / len(idx):.0%}; {f:.2%} of corpus bigrams)" for p, t, k, f in bt.iter_rows()]
+        top_bigrams = [f"{p}→{t} ({k / len(idx):.0%}; corpus {f:.2%})" for p, t, k, f in bt.iter_rows()]
         shapes = sub["shape"].value_counts(sort=True)
         dom = sub["domain"].value_counts(sort=True)
         domain_mix = ", ".join(f"{d} {k / len(idx):.0%}" for d, k in zip(dom[:, 0].to_list(), dom["count"].to_list()))
         med = np.median(curves[idx], axis=0)
         shape, shape_share = shapes[0, 0], shapes["count"][0] / len(idx)
-        head = bt.row(0) if len(bt) else None
-        label = (
-            ("noise" if c < 0 else f"{shape}")
-            + (f" · {head[0]}→{head[1]} {head[2] / len(idx):.0%}" if head else "")
-            + f" · final {med[-1]:.2f} nats"
-        )
+        top_target, top_target_share = tt[0, 0], tt["count"][0] / len(idx)
+        label = cluster_label(shape, shape_share, top_target, top_target_share, float(med[-1]))
         newline = float(np.mean(["\n" in t for t in sub["target_text"].to_list()]))
         rows.append(
             {
@@ -408,6 +467,8 @@ def cluster_table(samples: pl.DataFrame, curves: np.ndarray, steps, top: int = 3
                 "final_vs_all": float(med[-1] - med_all_final),
                 "induction_share": float(sub["induction"].mean()),
                 "median_bigram_share": float(np.median(bshare[idx])),
+                "top_target": top_target,
+                "top_target_share": float(top_target_share),
                 "top_targets": top_targets,
                 "top_bigrams": top_bigrams,
                 "domain_mix": domain_mix,
@@ -444,6 +505,269 @@ def group_summary(atlas: "Atlas", mask: np.ndarray, run: str | None = None) -> d
     return out
 
 
+PRECEDING_KINDS = ("newline", "punctuation", "line of capitals", "other")
+
+
+def preceding_kinds(prev_texts, contexts) -> np.ndarray:
+    """What comes right before each target (object array of :data:`PRECEDING_KINDS`), in this order of precedence:
+    ``newline`` (the previous token holds a line break), ``punctuation`` (the previous token is punctuation only,
+    e.g. ``.`` or ``?``), ``line of capitals`` (the context's last line is upper-case words, e.g. a speaker's name
+    heading a speech in a play: ``DOCTOR CAIUS``), else ``other``."""
+    prev = pl.Series(list(prev_texts), dtype=pl.String)
+    last_line = pl.Series(list(contexts), dtype=pl.String).str.extract(r"([^\n]*)$", 1).str.strip_chars(" ")
+    kind = np.full(len(prev), "other", dtype=object)
+    capitals = last_line.str.contains(r"^[A-Z][A-Z '.\-]*[A-Z]$").fill_null(False).to_numpy()
+    punct = prev.str.contains(r"^[^\w\s]+$").fill_null(False).to_numpy()
+    newline = prev.str.contains("\n", literal=True).fill_null(False).to_numpy()
+    kind[capitals] = "line of capitals"
+    kind[punct] = "punctuation"
+    kind[newline] = "newline"
+    return kind
+
+
+def _shares(values, top: int, n: int | None = None) -> list[tuple[str, float]]:
+    """The ``top`` most common values with their count divided by ``n`` (default: the number of values)."""
+    s = pl.Series(list(values), dtype=pl.String).value_counts(sort=True).head(top)
+    n = max(len(values) if n is None else n, 1)
+    return [(v, k / n) for v, k in zip(s[:, 0].to_list(), s["count"].to_list())]
+
+
+def islands(atlas: "Atlas", min_silhouette: float = 0.5, top: int = 3) -> list[dict]:
+    """The clusters that stand apart on the map: every cluster except the largest (the bulk) with a silhouette of at
+    least ``min_silhouette``, most separated first. Empty when HDBSCAN found fewer than two clusters.
+
+    Per island: cluster, size, share, silhouette; ``targets`` and ``previous``: the ``top`` most common target and
+    previous tokens (shown form) with their share of the island, and ``punctuation``: the same for the previous
+    tokens that are punctuation; ``target``: the most common target and ``coverage``,
+    the share of all samples with that target that are in the island; ``preceding``: the share of each of
+    :data:`PRECEDING_KINDS` (:func:`preceding_kinds`); ``capital_lines``: the most common lines of capitals before a
+    target, with counts, and ``capital_lines_domain``: their most common domain and its share; and the
+    :func:`group_summary` numbers (half-drop step and final loss of the island and of all other samples, shapes).
+    """
+    t = atlas.clusters
+    clustered = t.filter(pl.col("cluster") >= 0)
+    if clustered.height < 2:
+        return []
+    bulk = int(clustered.sort("size", descending=True)["cluster"][0])
+    rows = clustered.filter((pl.col("cluster") != bulk) & (pl.col("silhouette") >= min_silhouette)).sort("silhouette", descending=True)
+    s = atlas.samples
+    shown = np.array([display_token(x) for x in s["target_text"].to_list()], dtype=object)
+    prev = np.array([display_token(x) for x in s["prev_text"].to_list()], dtype=object)
+    kinds = preceding_kinds(s["prev_text"].to_list(), s["context_text"].to_list())
+    cl = s["cluster"].to_numpy()
+    out = []
+    for row in rows.iter_rows(named=True):
+        mask = cl == row["cluster"]
+        targets = _shares(shown[mask], top)
+        caps = mask & (kinds == "line of capitals")
+        lines = s.filter(pl.Series(caps))["context_text"].str.extract(r"([^\n]*)$", 1).str.strip_chars(" ")
+        domains = _shares(s.filter(pl.Series(caps))["domain"].to_list(), 1)
+        out.append(
+            {
+                "cluster": row["cluster"],
+                "size": row["size"],
+                "share": row["share"],
+                "silhouette": row["silhouette"],
+                "targets": targets,
+                "previous": _shares(prev[mask], top),
+                "punctuation": _shares(prev[mask & (kinds == "punctuation")], top, n=int(mask.sum())),
+                "target": targets[0][0],
+                "coverage": float(mask[shown == targets[0][0]].mean()),
+                "preceding": {k: float((kinds[mask] == k).mean()) for k in PRECEDING_KINDS},
+                "capital_lines": list(lines.value_counts(sort=True).head(top).iter_rows()),
+                "capital_lines_domain": domains[0] if domains else None,
+                **group_summary(atlas, mask),
+            }
+        )
+    return out
+
+
+def where_targets_go(atlas: "Atlas", target: str, previous: str | None = None) -> dict[int, float]:
+    """``{cluster: share}``: how the samples whose target is ``target`` (raw text; and whose previous token is
+    ``previous``, if given) spread over the clusters (-1: unclustered), largest share first."""
+    s = atlas.samples.filter(pl.col("target_text") == target)
+    if previous is not None:
+        s = s.filter(pl.col("prev_text") == previous)
+    if s.height == 0:
+        return {}
+    counts = s["cluster"].value_counts(sort=True)
+    return {int(c): k / s.height for c, k in counts.iter_rows()}
+
+
+def describe_spread(spread: dict[int, float], top: int = 4) -> str:
+    """A :func:`where_targets_go` result in words: ``"45% in cluster 2, 22% unclustered, 17% in cluster 1"``."""
+    return ", ".join(f"{share:.0%} " + ("unclustered" if c < 0 else f"in {cluster_name(c)}") for c, share in list(spread.items())[:top])
+
+
+def top_targets(atlas: "Atlas", mask, top: int = 5) -> list[tuple[str, float]]:
+    """The ``top`` most common targets (shown form) among the samples of ``mask``, with their share of them."""
+    mask = np.asarray(mask, dtype=bool)
+    return _shares([display_token(x) for x, keep in zip(atlas.samples["target_text"].to_list(), mask) if keep], top)
+
+
+def frequent_bigrams(suite_name: str, top: int = 3) -> list[tuple[str, float]]:
+    """The ``top`` most frequent (previous→target) pairs of :func:`corpus_bigrams` (shown form), with their share."""
+    from .suites import load_suite
+
+    codes, counts, total = corpus_bigrams(suite_name)
+    tok = load_suite(suite_name).tokenizer()
+    order = np.argsort(-counts, kind="stable")[:top]
+    name = lambda i: display_token(tok.decode([int(i)]))  # noqa: E731
+    return [(f"{name(codes[i] >> 20)}→{name(codes[i] & 0xFFFFF)}", counts[i] / max(total, 1)) for i in order]
+
+
+def cluster_overview(atlas: "Atlas") -> pl.DataFrame:
+    """The cluster table to read: one row per cluster (named), its size and share, silhouette, main shape with its
+    share, half-drop step, median final loss and its most common targets (the share of induction candidates per
+    cluster is in ``atlas.clusters``)."""
+    t = atlas.clusters
+    return pl.DataFrame(
+        {
+            "cluster": [cluster_name(c) for c in t["cluster"].to_list()],
+            "samples": t["size"],
+            "share": t["share"],
+            "silhouette": t["silhouette"],
+            "shape": [f"{s} ({k:.0%})" for s, k in zip(t["shape"].to_list(), t["shape_share"].to_list())],
+            "half-drop step": t["half_drop_step"],
+            "final loss (nats)": t["final_loss"],
+            "top targets": [", ".join(x) for x in t["top_targets"].to_list()],
+        }
+    )
+
+
+def cluster_overview_markdown(atlas: "Atlas") -> str:
+    """:func:`cluster_overview` as a Markdown table, target tokens in code spans (shares as percentages)."""
+    from .figures import markdown_table
+
+    t = cluster_overview(atlas)
+    t = t.with_columns(
+        pl.Series("samples", [f"{n:,} ({s:.1%})" for n, s in zip(t["samples"].to_list(), t["share"].to_list())]),
+        pl.Series("top targets", [", ".join(f"{md_code(tok)} {k:.0%}" for tok, k in row) for row in _top_target_shares(atlas)]),
+    ).drop("share")
+    return markdown_table(t, formats={"half-drop step": "{:.0f}"})
+
+
+def _top_target_shares(atlas: "Atlas", top: int = 3) -> list[list[tuple[str, float]]]:
+    cl = atlas.samples["cluster"].to_numpy()
+    return [top_targets(atlas, cl == c, top) for c in atlas.clusters["cluster"].to_list()]
+
+
+def cluster_listing(atlas: "Atlas", top: int = 3) -> str:
+    """A Markdown list, one item per cluster: its ``top`` most common (previous→target) pairs with their share of
+    the cluster and of the reference corpus's bigrams (:func:`corpus_bigrams`), and its mix of domains."""
+    s = atlas.samples
+    pairs = pl.DataFrame(
+        {
+            "cluster": s["cluster"],
+            "pair": [f"{display_token(p)}→{display_token(x)}" for p, x in zip(s["prev_text"].to_list(), s["target_text"].to_list())],
+            "corpus": s["bigram_share"],
+        }
+    )
+    lines = []
+    for row in atlas.clusters.iter_rows(named=True):
+        c = row["cluster"]
+        sub = pairs.filter(pl.col("cluster") == c)
+        counts = sub.group_by("pair").agg(pl.len().alias("k"), pl.col("corpus").first()).sort(["k", "corpus"], descending=True).head(top)
+        listed = "; ".join(f"{md_code(p)} {k / sub.height:.0%} (corpus {f:.2%})" for p, k, f in counts.iter_rows())
+        lines.append(f"- **{cluster_name(c)}** ({row['size']:,} samples): {listed}. Domains: {row['domain_mix']}.")
+    return "\n".join(lines)
+
+
+def top_pairs(atlas: "Atlas", mask, top: int = 3) -> list[tuple[str, float]]:
+    """The ``top`` most common (previous→target) pairs (shown form) among the samples of ``mask``, with their share."""
+    s = atlas.samples.filter(pl.Series(np.asarray(mask, dtype=bool)))
+    pairs = [f"{display_token(p)}→{display_token(t)}" for p, t in zip(s["prev_text"].to_list(), s["target_text"].to_list())]
+    return _shares(pairs, top)
+
+
+def md_code(text: str) -> str:
+    """``text`` as a Markdown code span (safe for any token text: no Markdown or HTML inside it is interpreted);
+    line breaks show as ``⏎``."""
+    import re
+
+    text = str(text).replace("\n", "⏎") or "(empty)"
+    fence = "`" * (max((len(r) for r in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _percent_list(items, top: int = 3) -> str:
+    return ", ".join(f"{md_code(v)} {s:.0%}" for v, s in items[:top])
+
+
+_KIND_PHRASE = {"newline": "a line break", "punctuation": "punctuation", "line of capitals": "a line of capitals", "other": "other tokens"}
+
+
+def describe_island(island: dict) -> str:
+    """One island of :func:`islands` in a Markdown paragraph: size, silhouette, targets, what precedes them (with
+    the lines of capitals named, and read as speakers' names when they come from the plays), the share of all
+    samples with its main target that it holds, and when its curves drop and where they end."""
+    kinds = ", ".join(
+        f"{_KIND_PHRASE[kind]} {share:.0%}" + (f" ({_percent_list(island['punctuation'])})" if kind == "punctuation" and share >= 0.5 else "")
+        for kind, share in sorted(island["preceding"].items(), key=lambda kv: -kv[1])
+        if share >= 0.05
+    )
+    text = (
+        f"**{cluster_name(island['cluster']).capitalize()}** ({island['size']:,} samples, {island['share']:.1%} of the map; "
+        f"silhouette {island['silhouette']:.2f}): targets {_percent_list(island['targets'])}. "
+        f"Right before them: {kinds}"
+    )
+    if island["preceding"].get("punctuation", 0) < 0.5:
+        text += f"; the most common previous tokens are {_percent_list(island['previous'])}"
+    caps = island["preceding"].get("line of capitals", 0)
+    if caps >= 0.05 and island["capital_lines"]:
+        names = ", ".join(md_code(line) for line, _ in island["capital_lines"])
+        domain, share = island["capital_lines_domain"] or ("", 0.0)
+        if domain == "shakespeare" and share >= 0.5:
+            text += f". The lines of capitals are speakers' names heading a speech in the plays ({share:.0%} of them from Shakespeare; e.g. {names})"
+        else:
+            text += f". The lines of capitals are, e.g., {names}"
+    text += (
+        f". The island holds {island['coverage']:.0%} of all samples whose target is {md_code(island['target'])}. "
+        f"Its curves make half of their drop by step {island['half_drop_step']:.0f} (all other samples: step "
+        f"{island['rest_half_drop_step']:.0f}) and end at a median of {island['final_loss']:.2f} nats (others: "
+        f"{island['rest_final_loss']:.2f})."
+    )
+    return text
+
+
+def bigram_source(suite) -> tuple[str, bool]:
+    """``(description, trained_on)`` of the corpus whose bigrams :func:`corpus_bigrams` counts for ``suite`` (a
+    :class:`~helpers.suites.Suite`): its own training split for a local suite (``trained_on`` True); for a hub suite
+    the train split of the book's corpus, which the hub models never saw (``trained_on`` False)."""
+    from .samples import suite_corpus
+
+    corpus = suite_corpus(suite)
+    if suite.kind == "local":
+        return f"the train split of `{corpus}`, which the runs of `{suite.name}` trained on", True
+    return (
+        f"the train split of `{corpus}` (the corpus whose test split this book measures losses on), tokenized with the "
+        f"suite's tokenizer; the runs of `{suite.name}` never trained on it",
+        False,
+    )
+
+
+def map_explains_final_loss(atlas: "Atlas", cluster: int | None = None) -> float:
+    """R² of the final loss fitted by a linear function of the map coordinates (x, y), over the samples of
+    ``cluster`` (all samples if None): how much of the spread in final loss the position on the map accounts for."""
+    s = atlas.samples if cluster is None else atlas.samples.filter(pl.col("cluster") == cluster)
+    if s.height < 3:
+        return float("nan")
+    x = np.c_[s["x"].to_numpy(), s["y"].to_numpy(), np.ones(s.height)].astype(np.float64)
+    y = s["final_loss"].to_numpy().astype(np.float64)
+    coef = np.linalg.lstsq(x, y, rcond=None)[0]
+    total = ((y - y.mean()) ** 2).sum()
+    return float(1 - ((y - x @ coef) ** 2).sum() / total) if total > 0 else float("nan")
+
+
+def rising_shares(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each pair of consecutive checkpoints of a loss matrix [n_samples, n_steps]: the share of samples whose
+    loss is higher at the later checkpoint (float64 [n_steps - 1]), and whether any loss changed at all (bool
+    [n_steps - 1]; False where both checkpoints have the same weights, e.g. Pythia's step 0 and step 1)."""
+    d = np.diff(np.asarray(matrix, dtype=np.float64), axis=1)
+    return (d > 0).mean(axis=0), (d != 0).any(axis=0)
+
+
 def curve_correlation(a: np.ndarray, b: np.ndarray, steps, from_step: int = 0) -> np.ndarray:
     """Per-row Pearson r of two runs' curves of the same samples after removing each run's mean curve (so the shared
     fall of every token does not count), over checkpoints ≥ ``from_step``. float64 [n_samples]."""
@@ -474,6 +798,28 @@ def run_agreement(atlas: "Atlas", run_a: str, run_b: str, seed: int = 0) -> dict
         "same_shape": float((la == lb).mean()),
         "same_shape_random": float((la == lb[perm]).mean()),
     }
+
+
+AGREEMENT_SCHEMA = {
+    "kind": pl.String, "run_a": pl.String, "run_b": pl.String, "median_r": pl.Float64, "median_r_after_10pct": pl.Float64,
+    "random_pairs_r": pl.Float64, "same_shape": pl.Float64, "same_shape_random": pl.Float64,
+}  # fmt: skip
+
+
+def agreement_table(atlas: "Atlas") -> pl.DataFrame:
+    """:func:`run_agreement` for every pair of runs of the atlas (:func:`run_pairs`), with its ``kind`` (seed or
+    size). Empty (same columns) when the atlas has one run."""
+    rows = [{"kind": kind, **run_agreement(atlas, a, b)} for kind, a, b in run_pairs(atlas.runs)]
+    return pl.DataFrame(rows, schema=AGREEMENT_SCHEMA)
+
+
+def agreement_by_kind(table: pl.DataFrame) -> pl.DataFrame:
+    """Medians of :func:`agreement_table` per kind of pair: kind, pairs, and the median of every number."""
+    return (
+        table.group_by("kind")
+        .agg(pl.len().alias("pairs"), pl.exclude("kind", "run_a", "run_b").median())
+        .sort("kind")
+    )
 
 
 def _labels(atlas: "Atlas", run: str) -> np.ndarray:
@@ -543,6 +889,13 @@ class Atlas:
 
     def mean_curve(self, run: str | None = None) -> np.ndarray:
         return self.curves[run or self.run].mean(axis=0)
+
+    def cluster_colors(self) -> dict[int, str]:
+        """``{cluster: colour}`` of every cluster on the map (and -1), none near a run colour of this atlas's runs:
+        the viewer and the chapter's figures use these, so a colour means one cluster everywhere."""
+        from .figures import run_colors
+
+        return cluster_colors(self.clusters["cluster"].to_list(), avoid=run_colors(self.runs).values())
 
     def cluster_of(self, sample_id: int) -> int:
         return int(self.samples.filter(pl.col("sample_id") == sample_id)["cluster"][0])

@@ -154,3 +154,107 @@ def style(fig, title: str, x: str, y: str, log_x: bool = False, log_y: bool = Fa
     if log_y:
         fig.update_yaxes(type="log")
     return fig
+
+
+# ---- log step axes ----------------------------------------------------------------------------------------------------
+
+STEP0_X = 0.5  # where step 0 is drawn on a log step axis: half a step before step 1
+STEP_AXIS_TITLE = "step (log scale; step 0 drawn at 0.5)"  # the title of every log step axis, the viewer's too
+
+
+def step_x(steps) -> list[float]:
+    """x positions of ``steps`` on a log step axis: step 0 at :data:`STEP0_X`, every other step where it is."""
+    return [STEP0_X if s == 0 else float(s) for s in steps]
+
+
+def log_step_ticks(last_step: int) -> tuple[list[float], list[str]]:
+    """``(tickvals, ticktext)`` of a log step axis up to ``last_step``: step 0 (drawn at 0.5, labelled "0"), then
+    every power of ten up to ``last_step`` ("1", "10", "100", "1,000", ...). The viewer's curve pane uses the same.
+
+    >>> log_step_ticks(600)
+    ([0.5, 1, 10, 100], ['0', '1', '10', '100'])
+    """
+    if last_step < 0:
+        raise ValueError(f"last_step must be >= 0, got {last_step}")
+    vals, text = [STEP0_X], ["0"]
+    power = 1
+    while power <= last_step:
+        vals.append(power)
+        text.append(f"{power:,}")
+        power *= 10
+    return vals, text
+
+
+def log_step_axis(fig, steps, axis: str = "x", title: str | None = STEP_AXIS_TITLE):
+    """Make the ``axis`` ("x" or "y") of every subplot of ``fig`` a log step axis: log scale, ticks from
+    :func:`log_step_ticks` (so the tick at 0.5 reads "0", where :func:`step_x` draws step 0, not plotly's "5"),
+    and ``title`` (default :data:`STEP_AXIS_TITLE`; None keeps the axis title). ``steps``: the checkpoint steps
+    shown, or the last step. Returns ``fig``."""
+    if axis not in ("x", "y"):
+        raise ValueError(f"axis must be 'x' or 'y', got {axis!r}")
+    last = int(steps) if isinstance(steps, (int, float)) else int(max(steps))
+    vals, text = log_step_ticks(last)
+    update = fig.update_xaxes if axis == "x" else fig.update_yaxes
+    update(type="log", tickmode="array", tickvals=vals, ticktext=text, minor=dict(showgrid=False, ticks=""))
+    if title is not None:
+        update(title_text=title)
+    return fig
+
+
+def centred_mean(values, window: int):
+    """Centred moving average of a 1-D sequence (float64 array of the same length). Each point is the mean of the
+    ``window`` points around it (``window // 2`` on each side); near the ends the window shrinks symmetrically, so
+    the average never lags or leads the curve (a trailing mean does, and on a log step axis it shows).
+    """
+    import numpy as np
+
+    y = np.asarray(values, dtype=np.float64)
+    if y.ndim != 1:
+        raise ValueError(f"centred_mean() needs a 1-D sequence, got shape {y.shape}")
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    n = len(y)
+    i = np.arange(n)
+    half = np.minimum(np.minimum(i, n - 1 - i), window // 2)
+    c = np.concatenate([[0.0], np.cumsum(y)])
+    return (c[i + half + 1] - c[i - half]) / (2 * half + 1)
+
+
+def seed_groups(run_names) -> dict[str, list[str]]:
+    """``{group: runs}`` for every size that has more than one run (its weight seeds), runs in legend order.
+
+    >>> seed_groups(["pythia-70m", "pythia-160m", "pythia-160m-seed1"])
+    {'pythia-160m': ['pythia-160m', 'pythia-160m-seed1']}
+    """
+    groups: dict[str, list[str]] = {}
+    for name in sort_runs(run_names):
+        groups.setdefault(parse_run(name)[0], []).append(name)
+    return {g: members for g, members in groups.items() if len(members) > 1}
+
+
+# ---- tables -------------------------------------------------------------------------------------------------------
+
+
+def markdown_table(df, formats: dict[str, str] | None = None) -> str:
+    """A polars DataFrame as a Markdown table (it wraps on a narrow page, and Markdown in its cells, such as code
+    spans for token text, renders). ``formats``: a format per column (default ``"{:,}"`` for integers, ``"{:.2f}"``
+    for floats, e.g. ``"{}"`` for a seed); nulls show as "–"; ``|`` in a cell is escaped so it cannot split the cell."""
+    formats = formats or {}
+
+    def cell(name, value):
+        if value is None:
+            return "–"
+        if name in formats:
+            text = formats[name].format(value)
+        elif isinstance(value, float):
+            text = f"{value:.2f}"
+        elif isinstance(value, int) and not isinstance(value, bool):
+            text = f"{value:,}"
+        else:
+            text = str(value)
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(df.columns) + " |", "|" + "|".join("---" for _ in df.columns) + "|"]
+    for row in df.iter_rows():
+        lines.append("| " + " | ".join(cell(n, v) for n, v in zip(df.columns, row)) + " |")
+    return "\n".join(lines)

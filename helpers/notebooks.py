@@ -1,11 +1,14 @@
-"""Keep the chapters' notebooks in their committed form: one shared first cell, no outputs.
+"""Keep the chapters' notebooks in their committed form: one shared setup cell, no outputs.
 
     python -m helpers.notebooks            # rewrite every notebooks/*.ipynb
     python -m helpers.notebooks --check    # exit 1 (and name them) if any notebook differs from that form
 
-The first cell installs the helpers from the repository on Colab (``pip install "helpers @ git+<url>@<branch>"``, so
-pip applies the pins of pyproject.toml, which match environment.yml) and then calls
-:func:`helpers.book.setup_notebook`. The URL and branch are the ``repository`` settings of ``_config.yml``.
+The setup cell is the first code cell, right after the chapter's title (a Markdown cell starting with ``# ``), or
+the first cell when there is no title. On Colab it installs the helpers from the repository (``pip install "helpers
+@ git+<url>@<branch>"``, so pip applies the pins of pyproject.toml, which match environment.yml); everywhere it calls
+:func:`helpers.book.setup_notebook`, which prints the suite of the session. The URL and branch are the
+``repository`` settings of ``_config.yml``. In the book its source is folded away (``hide-input``) and its output,
+``suite: <name>``, states under the title which suite the page was computed on.
 Every cell loses its outputs and execution count; the notebook gets the ``python3`` kernelspec Colab expects.
 """
 
@@ -18,7 +21,7 @@ from pathlib import Path
 from .paths import REPO_ROOT
 
 SETUP_CELL_ID = "setup"
-SETUP_TAGS = ["setup", "remove-cell"]  # runs in the book build, shown only where it is needed (Colab, Jupyter)
+SETUP_TAGS = ["setup", "hide-input"]  # the book shows its output (the suite) and folds its source away
 KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 CONFIG = REPO_ROOT / "_config.yml"
@@ -67,8 +70,18 @@ def _is_setup(cell) -> bool:
     return cell.get("id") == SETUP_CELL_ID or SETUP_CELL_ID in cell.get("metadata", {}).get("tags", [])
 
 
+def _is_title(cell) -> bool:
+    return cell.cell_type == "markdown" and cell.source.lstrip().startswith("# ")
+
+
+def setup_index(cells) -> int:
+    """Where the setup cell goes among ``cells`` (the notebook's other cells): after a leading title cell, else 0."""
+    return 1 if cells and _is_title(cells[0]) else 0
+
+
 def normalise(nb, url: str, branch: str):
-    """``nb`` in its committed form: the setup cell first (replacing an old one), no outputs, python3 kernelspec."""
+    """``nb`` in its committed form: the setup cell after the title (replacing an old one), no outputs, python3
+    kernelspec."""
     import nbformat
 
     nb.nbformat, nb.nbformat_minor = 4, max(5, nb.get("nbformat_minor", 5))
@@ -81,7 +94,8 @@ def normalise(nb, url: str, branch: str):
             cell.metadata.pop(key, None)
         if not cell.get("id") or cell.get("id") == SETUP_CELL_ID:
             cell.id = f"cell-{i}"
-    nb.cells = [setup_cell(url, branch)] + cells
+    at = setup_index(cells)
+    nb.cells = cells[:at] + [setup_cell(url, branch)] + cells[at:]
     nb.metadata.pop("widgets", None)
     nb.metadata["kernelspec"] = nbformat.NotebookNode(KERNELSPEC)
     nb.metadata.setdefault("language_info", nbformat.NotebookNode({"name": "python"}))

@@ -27,14 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .atlas import SHAPE_COLORS, SHAPES, Atlas, display_token
+from .atlas import CLUSTER_PALETTE, NOISE_COLOR, SHAPE_COLORS, SHAPES, Atlas, cluster_name, display_token  # noqa: F401
 
 CONTEXT_CHARS = 300  # characters of context kept per sample (Michaud: the last 150 tokens)
-CLUSTER_PALETTE = [
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
-    "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1",
-]  # fmt: skip
-NOISE_COLOR = "#c7c7c7"
+LEGEND_CHARS = 80  # a cluster's legend entry is clipped to this many characters
 DOMAIN_PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2"]
 
 
@@ -148,7 +144,7 @@ def viewer_payload(
     colour_by: str = "cluster",
 ) -> dict:
     """Everything the page script needs, as JSON-able values (rows of ``atlas.samples``, or the subset ``rows``)."""
-    from .figures import run_colors
+    from .figures import STEP_AXIS_TITLE, log_step_ticks, run_colors
 
     s = atlas.samples if rows is None else atlas.samples[np.asarray(rows)]
     idx = np.arange(len(atlas.samples)) if rows is None else np.asarray(rows)
@@ -157,11 +153,10 @@ def viewer_payload(
     clusters = s["cluster"].to_list()
     cl_ids = sorted(set(clusters), key=lambda c: (c < 0, c))
     cl_table = {r["cluster"]: r for r in atlas.clusters.iter_rows(named=True)}
-    cl_names = [
-        _clip((f"cluster {c}" if c >= 0 else "noise") + (f": {cl_table[c]['label']}" if c in cl_table else ""), 64)
-        for c in cl_ids
-    ]
-    cl_colors = [NOISE_COLOR if c < 0 else CLUSTER_PALETTE[c % len(CLUSTER_PALETTE)] for c in cl_ids]
+    cl_names = [_clip(cluster_name(c) + (f": {cl_table[c]['label']}" if c in cl_table else ""), LEGEND_CHARS) for c in cl_ids]
+    palette = atlas.cluster_colors()
+    cl_colors = [palette.get(c, NOISE_COLOR) for c in cl_ids]
+    tick_vals, tick_text = log_step_ticks(int(atlas.steps[-1]))
     domains = sorted(set(s["domain"].to_list()))
     ctx = pack_contexts(s["doc_id"].to_list(), s["position"].to_list(), s["context_text"].to_list(), s["target_text"].to_list(), context_chars)
     categories = {
@@ -184,6 +179,7 @@ def viewer_payload(
         "runs": runs,
         "run_colors": [colors[r] for r in runs],
         "steps": [int(v) for v in atlas.steps],
+        "step_ticks": {"vals": tick_vals, "text": tick_text, "title": STEP_AXIS_TITLE},  # as on every figure
         "n": len(s),
         "x": np.round(s["x"].to_numpy().astype(np.float64), 3).tolist(),
         "y": np.round(s["y"].to_numpy().astype(np.float64), 3).tolist(),
@@ -234,6 +230,7 @@ VIEWER_JS = r"""
   function esc(s) {  // plotly's pseudo-HTML knows &amp; &lt; &gt; and numeric entities, not &quot;
     return String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&#34;");
   }
+  function clusterName(c) { return c < 0 ? "unclustered" : "cluster " + c; }  // as helpers.atlas.cluster_name
   function clip(s, n) { s = String(s); return s.length <= n ? s : s.slice(0, n - 1) + "…"; }
   function bytes(b64) {
     var bin = atob(b64), u = new Uint8Array(bin.length);
@@ -281,7 +278,7 @@ VIEWER_JS = r"""
     var hover = new Array(N);
     for (var i = 0; i < N; i++) {
       hover[i] = "<b>" + esc(clip(D.token[i], 40)) + "</b> after " + esc(clip(D.prev[i], 40)) + "<br>" + esc(D.domain[i]) +
-        " · cluster " + D.cluster[i] + " · " + esc(D.shape[i]) + (D.induction[i] ? " · bigram seen earlier" : "") +
+        " · " + esc(clusterName(D.cluster[i])) + " · " + esc(D.shape[i]) + (D.induction[i] ? " · bigram seen earlier" : "") +
         "<br>final loss " + D.final[i].toFixed(2) + " nats";
     }
     var gl = hasWebGL(), kind = gl ? "scattergl" : "scatter";
@@ -366,8 +363,7 @@ VIEWER_JS = r"""
     colourSel.addEventListener("change", drawMap);
 
     // ---- the curve pane ----
-    var ticks = [0.5], labels = ["0"];
-    for (var p = 1; p <= D.steps[S - 1] * 1.0001; p *= 10) { ticks.push(p); labels.push(String(p)); }
+    var ticks = D.step_ticks.vals, labels = D.step_ticks.text;
     function drawCurve() {
       var i = selected, traces = [];
       traces.push({ type: "scatter", mode: "lines", x: xs, y: D.mean[D.run], name: esc("mean of " + D.run),
@@ -384,7 +380,7 @@ VIEWER_JS = r"""
       var layout = {
         title: { text: "loss on <b>" + esc(clip(D.token[i], 24)) + "</b> after " + esc(clip(D.prev[i], 24)) + " (sample " + D.sample_id[i] + ")", x: 0, font: { size: 14 } },
         margin: { l: 55, r: 10, t: 36, b: 45 }, hovermode: "closest", plot_bgcolor: "#fff",
-        xaxis: { type: "log", title: { text: "step (log; step 0 drawn at 0.5)" }, tickvals: ticks, ticktext: labels, gridcolor: "#eee", showline: true, linecolor: "#999" },
+        xaxis: { type: "log", title: { text: esc(D.step_ticks.title) }, tickvals: ticks, ticktext: labels, gridcolor: "#eee", showline: true, linecolor: "#999" },
         yaxis: { title: { text: "loss (nats)" }, rangemode: "tozero", gridcolor: "#eee", showline: true, linecolor: "#999" },
         legend: { orientation: "h", y: -0.2, yanchor: "top", font: { size: 11 } }
       };
@@ -407,7 +403,7 @@ VIEWER_JS = r"""
     function drawContext() {
       var i = selected;
       info.textContent = "sample " + D.sample_id[i] + " · document " + D.doc_id[i] + ", token " + D.position[i] +
-        " · " + D.domain[i] + " · target " + D.token[i] + " after " + D.prev[i] + " · cluster " + D.cluster[i] +
+        " · " + D.domain[i] + " · target " + D.token[i] + " after " + D.prev[i] + " · " + clusterName(D.cluster[i]) +
         " · " + D.shape[i] + (D.induction[i] ? " · the bigram occurred earlier in this context" : "") +
         " · final loss " + D.final[i].toFixed(2) + " nats";
       ctx.textContent = "";
@@ -507,6 +503,48 @@ def show_viewer(atlas: Atlas, **payload_options) -> None:
     display(HTML(viewer_html(atlas, plotly_js="global" if in_book_build() else "inline", **payload_options)))
 
 
+# ---- the chapter's figures, in the viewer's colours -----------------------------------------------------------------
+
+
+def plotly_text(text: str) -> str:
+    """``text`` escaped for plotly's pseudo-HTML (hover labels): ``&``, ``<``, ``>`` and ``"`` (as ``&#34;``: plotly
+    knows no ``&quot;``), as the page script's ``esc``."""
+    return html.escape(str(text), quote=False).replace('"', "&#34;")
+
+
+def median_curves_figure(atlas: Atlas, by: str = "cluster"):
+    """The median loss curve of each cluster (``by="cluster"``, in :meth:`Atlas.cluster_colors`) or of each shape
+    label (``by="shape"``, in :data:`SHAPE_COLORS`) of the mapped run, with the mean of all samples dashed, on a log
+    step axis: a colour means what it means on the map."""
+    import plotly.graph_objects as go
+
+    from .figures import log_step_axis, step_x, style
+
+    x = step_x(atlas.steps)
+    fig = go.Figure()
+    fig.add_scatter(x=x, y=atlas.mean_curve(), name="mean of all samples", line=dict(color="#333", width=3, dash="dash"))
+    if by == "cluster":
+        colours = atlas.cluster_colors()
+        for row in atlas.clusters.iter_rows(named=True):
+            name = cluster_name(row["cluster"])
+            fig.add_scatter(
+                x=x, y=row["median_curve"], mode="lines", name=f"{name} ({row['size']:,})", line=dict(color=colours[row["cluster"]], width=2.5),
+                text=[plotly_text(row["label"])] * len(x), hovertemplate="%{text}<br>%{y:.2f} nats<extra>" + name + "</extra>",
+            )
+    elif by == "shape":
+        shapes = atlas.samples["shape"].to_numpy()
+        for label in SHAPES:
+            rows = shapes == label
+            if rows.any():
+                fig.add_scatter(x=x, y=np.median(atlas.curves[atlas.run][rows], axis=0), mode="lines", name=f"{label} ({rows.sum():,})",
+                                line=dict(color=SHAPE_COLORS[label], width=2.5))
+    else:
+        raise ValueError(f"by must be 'cluster' or 'shape', got {by!r}")
+    style(fig, title=f"Median loss curve of each {'cluster' if by == 'cluster' else 'shape label'}, {atlas.run}", x="step",
+          y="loss (nats)", legend=f"{by} (samples)")
+    return log_step_axis(fig, atlas.steps)
+
+
 # ---- live Jupyter / Colab ------------------------------------------------------------------------------------------
 
 
@@ -531,7 +569,7 @@ class AtlasExplorer:
         self._shape = s["shape"].to_numpy()
         labels = {r["cluster"]: r["label"] for r in atlas.clusters.iter_rows(named=True)}
         cluster_options = [("all", None)] + [
-            (_clip((f"{c}: " if c >= 0 else "noise: ") + labels.get(c, ""), 60), int(c))
+            (_clip(f"{cluster_name(c)}: " + labels.get(c, ""), LEGEND_CHARS), int(c))
             for c in sorted(set(self._cluster.tolist()), key=lambda c: (c < 0, c))
         ]
         self.token = W.Text(description="token", placeholder="e.g. ⏎ or ␣the", continuous_update=False)

@@ -127,3 +127,92 @@ def test_style_sets_titles_and_log_axes():
 def test_style_rejects_missing_labels():
     with pytest.raises(ValueError, match="y must be a non-empty string"):
         style(_figure(), title="Loss", x="step", y="")
+
+
+# ---- log step axes, smoothing, seed groups ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "last, vals, text",
+    [
+        (600, [0.5, 1, 10, 100], ["0", "1", "10", "100"]),
+        (1000, [0.5, 1, 10, 100, 1000], ["0", "1", "10", "100", "1,000"]),
+        (143000, [0.5, 1, 10, 100, 1000, 10000, 100000], ["0", "1", "10", "100", "1,000", "10,000", "100,000"]),
+        (0, [0.5], ["0"]),
+    ],
+)
+def test_log_step_ticks_label_step_zero_at_half(last, vals, text):
+    assert figures.log_step_ticks(last) == (vals, text)
+
+
+def test_step_x_draws_step_zero_where_its_tick_is():
+    assert figures.step_x([0, 1, 2, 600]) == [0.5, 1.0, 2.0, 600.0]
+    assert figures.step_x([0])[0] == figures.log_step_ticks(10)[0][0]
+
+
+def test_log_step_axis_sets_ticks_on_every_subplot():
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2)
+    fig.add_scatter(x=figures.step_x([0, 1, 8, 600]), y=[1, 2, 3, 4], row=1, col=1)
+    fig.add_scatter(x=figures.step_x([0, 1, 8, 600]), y=[1, 2, 3, 4], row=1, col=2)
+    style(fig, title="t", x="step", y="loss (nats)")
+    figures.log_step_axis(fig, [0, 1, 8, 600], title="step (log)")
+    layout = json.loads(fig.to_json())["layout"]
+    for axis in ("xaxis", "xaxis2"):
+        assert layout[axis]["type"] == "log"
+        assert layout[axis]["tickvals"] == [0.5, 1, 10, 100]
+        assert layout[axis]["ticktext"][0] == "0" and "5" not in layout[axis]["ticktext"]
+    assert layout["xaxis"]["title"]["text"] == "step (log)"
+    assert "tickvals" not in layout["yaxis"] and layout["yaxis"]["title"]["text"] == "loss (nats)"
+    figures.log_step_axis(fig, [0, 1, 8, 600])
+    assert json.loads(fig.to_json())["layout"]["xaxis"]["title"]["text"] == figures.STEP_AXIS_TITLE
+    figures.log_step_axis(fig, 143000, axis="y", title=None)
+    assert json.loads(fig.to_json())["layout"]["yaxis"]["ticktext"][-1] == "100,000"
+    with pytest.raises(ValueError, match="axis"):
+        figures.log_step_axis(fig, 10, axis="z")
+
+
+def test_viewer_curve_pane_uses_the_same_ticks():
+    from helpers.atlas import synthetic_atlas
+    from helpers.recipes import RECIPES
+    from helpers.viewer import viewer_payload
+
+    steps = RECIPES["pico"].steps
+    payload = viewer_payload(synthetic_atlas(steps, n=60, seed=1))
+    vals, text = figures.log_step_ticks(steps[-1])
+    assert payload["step_ticks"] == {"vals": vals, "text": text, "title": figures.STEP_AXIS_TITLE}
+
+
+def test_centred_mean_does_not_lag():
+    import numpy as np
+
+    y = np.arange(20, dtype=float)  # a straight line: a centred mean reproduces it exactly, a trailing one lags
+    np.testing.assert_allclose(figures.centred_mean(y, 11), y)
+    trailing = np.array([y[max(0, i - 9) : i + 1].mean() for i in range(20)])
+    assert (trailing[10:] < y[10:] - 4).all()
+    step = np.r_[np.zeros(10), np.ones(10)]
+    smooth = figures.centred_mean(step, 5)
+    assert smooth[9] == pytest.approx(0.4) and smooth[10] == pytest.approx(0.6)  # symmetric around the jump
+    assert smooth[0] == 0 and smooth[-1] == 1  # the window shrinks at the ends instead of reaching across
+    np.testing.assert_allclose(figures.centred_mean([3.0, 1.0, 2.0], 1), [3.0, 1.0, 2.0])
+    with pytest.raises(ValueError):
+        figures.centred_mean(y, 0)
+
+
+def test_seed_groups_find_the_size_with_seeds():
+    assert figures.seed_groups(PICO) == {"pico-0.6m": ["pico-0.6m", "pico-0.6m-seed1", "pico-0.6m-seed2", "pico-0.6m-seed3"]}
+    small = ["pythia-70m", "pythia-160m", "pythia-410m", "pythia-160m-seed1", "pythia-160m-seed2", "pythia-160m-seed3"]
+    assert figures.seed_groups(small) == {"pythia-160m": ["pythia-160m", "pythia-160m-seed1", "pythia-160m-seed2", "pythia-160m-seed3"]}
+    assert list(figures.seed_groups(["nano-20k", "nano-20k-seed1", "nano-60k", "nano-60k-seed1"])) == ["nano-20k", "nano-60k"]
+    assert figures.seed_groups(["pythia-410m"]) == {}
+
+
+def test_markdown_table_formats_and_escapes():
+    import polars as pl
+
+    df = pl.DataFrame({"name": ["a|b", "c"], "n": [1234, 5], "x": [0.123, None], "share": [0.5, 0.25]})
+    md = figures.markdown_table(df, formats={"share": "{:.0%}"}).splitlines()
+    assert md[0] == "| name | n | x | share |" and md[1] == "|---|---|---|---|"
+    assert md[2] == "| a\\|b | 1,234 | 0.12 | 50% |"
+    assert md[3] == "| c | 5 | – | 25% |"

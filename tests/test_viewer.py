@@ -6,6 +6,7 @@ import json
 from html.parser import HTMLParser
 
 import numpy as np
+import polars as pl
 import pytest
 
 from helpers.atlas import HOSTILE_TEXT, synthetic_atlas
@@ -157,3 +158,65 @@ def test_show_viewer_uses_the_books_plotly_in_the_build_and_inlines_it_elsewhere
     book, live = shown
     assert len(book) < 1_000_000 < len(live)  # no second plotly.js on a book page; a live notebook gets its own
     assert "window.__lcvDefine" not in book and "window.__lcvDefine" in live
+
+
+def test_payload_names_clusters_and_colours_them_apart_from_the_runs(hostile_atlas):
+    from helpers.atlas import MIN_COLOUR_DISTANCE, NOISE_COLOR, colour_distance
+    from helpers.viewer import VIEWER_JS, viewer_payload
+
+    p = viewer_payload(hostile_atlas)
+    cat = p["categories"]["cluster"]
+    ids = sorted(set(hostile_atlas.samples["cluster"].to_list()), key=lambda c: (c < 0, c))
+    colours = hostile_atlas.cluster_colors()
+    assert cat["colors"] == [colours[c] for c in ids]  # the same colours as the chapter's figures
+    for c, name, colour in zip(ids, cat["names"], cat["colors"]):
+        assert name.startswith("unclustered: " if c < 0 else f"cluster {c}: ") and "noise" not in name
+        if c >= 0:
+            assert min(colour_distance(colour, r) for r in p["run_colors"]) >= MIN_COLOUR_DISTANCE
+        else:
+            assert colour == NOISE_COLOR
+    # hover and info lines name -1 "unclustered" too
+    assert 'c < 0 ? "unclustered"' in VIEWER_JS and '" · cluster " + D.cluster[i]' not in VIEWER_JS
+
+
+def test_legend_calls_a_cluster_mixed_when_its_shape_is_a_minority():
+    from helpers.atlas import atlas_from_arrays
+    from helpers.viewer import viewer_payload
+
+    base = synthetic_atlas(STEPS, n=300, seed=4)  # six shapes in equal shares, shuffled
+    rng = np.random.default_rng(0)
+    xy = np.vstack([rng.normal(0, 1, (150, 2)), rng.normal(20, 1, (150, 2))])  # two islands, by row, not by shape
+    samples = base.samples.drop("x", "y", "cluster", "shape", "final_loss")
+    atlas = atlas_from_arrays(samples, base.curves, STEPS, base.run, embedding=xy)
+    t = atlas.clusters
+    assert (t.filter(pl.col("cluster") >= 0)["shape_share"] < 0.5).all()
+    names = dict(zip(sorted(set(atlas.samples["cluster"].to_list()), key=lambda c: (c < 0, c)),
+                     viewer_payload(atlas)["categories"]["cluster"]["names"]))
+    for row in t.iter_rows(named=True):
+        name = names[row["cluster"]]
+        if row["shape_share"] < 0.5:
+            assert f"mixed, most often {row['shape']} ({row['shape_share']:.0%})" in name
+        else:
+            assert name.split(": ", 1)[1].startswith(f"{row['shape']} (")
+
+
+def test_median_curve_figures_use_the_viewers_colours(hostile_atlas):
+    from helpers.atlas import SHAPE_COLORS
+    from helpers.viewer import median_curves_figure, viewer_payload
+
+    payload = viewer_payload(hostile_atlas)
+    fig = json.loads(median_curves_figure(hostile_atlas, "cluster").to_json())
+    clusters = [tr for tr in fig["data"] if tr["name"].startswith(("cluster", "unclustered"))]
+    assert [tr["line"]["color"] for tr in clusters] == payload["categories"]["cluster"]["colors"]
+    assert any(tr["name"].startswith("unclustered") for tr in clusters) == (-1 in hostile_atlas.clusters["cluster"].to_list())
+    assert fig["layout"]["xaxis"]["ticktext"][0] == "0"
+    shapes = json.loads(median_curves_figure(hostile_atlas, "shape").to_json())["data"][1:]
+    assert all(tr["line"]["color"] == SHAPE_COLORS[tr["name"].rsplit(" (", 1)[0]] for tr in shapes)
+    with pytest.raises(ValueError):
+        median_curves_figure(hostile_atlas, "domain")
+
+
+def test_plotly_text_escapes_like_the_page_script():
+    from helpers.viewer import plotly_text
+
+    assert plotly_text('<b>"x" & y') == "&lt;b&gt;&#34;x&#34; &amp; y"
