@@ -20,7 +20,6 @@ the target).
 from __future__ import annotations
 
 import hashlib
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,23 +94,16 @@ def suite_context(suite, cap: int | None = None) -> int:
 
 
 def _hub_context(suite) -> int:
-    from transformers import AutoConfig
+    from .suites import SuiteError
 
-    r = suite.runs[0]
-    revision = r.revisions[r.steps[-1]]
-    mirror = os.environ.get("BOOK_HUB_MIRROR")
     try:
-        if mirror:
-            config = AutoConfig.from_pretrained(Path(mirror) / r.source / revision)
-        else:
-            config = AutoConfig.from_pretrained(r.source, revision=revision)
-    except Exception as e:
-        raise SamplesError(f"cannot read the config of {r.source} revision {revision} for its context length: "
-                           f"{' '.join(str(e).split())[:300] or type(e).__name__}") from None
+        config = suite.config()
+    except SuiteError as e:
+        raise SamplesError(f"{e} (needed for the context length)") from None
     for name in ("max_position_embeddings", "n_positions", "n_ctx"):
         if getattr(config, name, None):
             return int(getattr(config, name))
-    raise SamplesError(f"cannot tell the context length of {r.source}: pass context=")
+    raise SamplesError(f"cannot tell the context length of {suite.runs[0].source}: pass context=")
 
 
 def tokenizer_fingerprint(suite) -> str:

@@ -324,22 +324,31 @@ class HubSuite(Suite):
         return h.hexdigest()
 
     def tokenizer(self, run: str | None = None):
+        """The tokenizer of ``run`` (default: the first run), from its last checkpoint (Pythia: the same at every step)."""
         from transformers import AutoTokenizer
 
         r = self.runs[0] if run is None else self.run(run)
         if r.source not in self._tokenizers:
-            revision = r.revisions[r.steps[-1]]  # the tokenizer of the last checkpoint (Pythia: the same at every step)
-            mirror = os.environ.get("BOOK_HUB_MIRROR")
-            try:
-                if mirror:
-                    tok = AutoTokenizer.from_pretrained(Path(mirror) / r.source / revision)
-                else:
-                    tok = AutoTokenizer.from_pretrained(r.source, revision=revision)
-            except Exception as e:
-                raise SuiteError(f"cannot load the tokenizer of {r.source} revision {revision}: "
-                                 f"{' '.join(str(e).split())[:300] or type(e).__name__}") from None
-            self._tokenizers[r.source] = tok
+            self._tokenizers[r.source] = self._from_last_checkpoint(AutoTokenizer, r, "the tokenizer")
         return self._tokenizers[r.source]
+
+    def config(self, run: str | None = None):
+        """The model config of ``run`` (default: the first run) at its last checkpoint."""
+        from transformers import AutoConfig
+
+        return self._from_last_checkpoint(AutoConfig, self.runs[0] if run is None else self.run(run), "the config")
+
+    def _from_last_checkpoint(self, auto_class, r: Run, what: str):
+        """``auto_class.from_pretrained`` at the run's last revision (from ``$BOOK_HUB_MIRROR`` when set); one-line error."""
+        revision = r.revisions[r.steps[-1]]
+        mirror = os.environ.get("BOOK_HUB_MIRROR")
+        try:
+            if mirror:
+                return auto_class.from_pretrained(Path(mirror) / r.source / revision)
+            return auto_class.from_pretrained(r.source, revision=revision)
+        except Exception as e:
+            raise SuiteError(f"cannot load {what} of {r.source} revision {revision}: "
+                             f"{' '.join(str(e).split())[:300] or type(e).__name__}") from None
 
 
 # ---- Pythia -------------------------------------------------------------------------------------------------------

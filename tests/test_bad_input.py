@@ -306,7 +306,7 @@ def test_hub_suite_without_its_checkpoints_stops_early_with_one_reason(nano, tmp
     assert lines[3].startswith("stopped after the first 3 checkpoints could not be fetched")
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty"))  # not even the tokenizer
-    with pytest.raises(SamplesError, match="cannot read the config of org/tiny revision r48"):
+    with pytest.raises(SamplesError, match="cannot load the config of org/tiny revision r48"):
         X.extract(suite, mode="all_positions", n_documents=2, root=tmp_path / "losses2", progress=False)
     fresh = revision_suite("tiny-hub", {"tiny": "org/tiny"}, revisions, size="tiny", params=1, non_embedding_params=1,
                            tokens_per_step=1)
