@@ -120,7 +120,9 @@ def process(paths: list[Path], check: bool, config: Path = CONFIG) -> list[Path]
         try:
             nb = nbformat.reads(before, as_version=4)
         except Exception as e:
-            raise ValueError(f"{path}: not a readable notebook ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+            from .suites import one_line
+
+            raise ValueError(f"{path}: not a readable notebook ({type(e).__name__}: {one_line(e)})") from None
         after = _text(normalise(nb, url, branch))
         if after != before:
             changed.append(path)

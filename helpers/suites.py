@@ -34,6 +34,11 @@ class SuiteError(ValueError):
     """Unknown suite, run or step, or a missing/corrupt checkpoint. The message is one line."""
 
 
+def one_line(error: BaseException, limit: int = 300) -> str:
+    """``error``'s message on one line (whitespace collapsed, at most ``limit`` characters), or its type's name."""
+    return " ".join(str(error).split())[:limit] or type(error).__name__
+
+
 class DuplicateCheckpointWarning(UserWarning):
     """A loaded checkpoint has the same weights as another step of the same run."""
 
@@ -161,8 +166,7 @@ class Suite:
         except SuiteError:
             raise
         except Exception as e:  # transformers raises many types for a broken checkpoint
-            reason = " ".join(str(e).split()) or type(e).__name__
-            raise SuiteError(f"cannot load {r.name} step {step} from {folder}: {reason[:400]}") from None
+            raise SuiteError(f"cannot load {r.name} step {step} from {folder}: {one_line(e, 400)}") from None
         finally:
             if bars:
                 hf_logging.enable_progress_bar()
@@ -213,7 +217,7 @@ class LocalSuite(Suite):
             ]
             int(meta["context"])
         except (ValueError, KeyError, TypeError, AttributeError) as e:
-            problem = f"missing {e}" if isinstance(e, KeyError) else " ".join(str(e).split())
+            problem = f"missing {e}" if isinstance(e, KeyError) else one_line(e)
             raise SuiteError(f"suite file {path} is corrupt ({problem}): rerun `python -m helpers.train --suite {name}` "
                              "to rewrite it") from None
         super().__init__(name, runs, meta.get("description", ""))
@@ -265,7 +269,7 @@ class LocalSuite(Suite):
             try:
                 self._tokenizer = load_tokenizer(path)
             except Exception as e:
-                raise SuiteError(f"tokenizer file {path} is corrupt ({' '.join(str(e).split())[:200]}): rerun "
+                raise SuiteError(f"tokenizer file {path} is corrupt ({one_line(e, 200)}): rerun "
                                  f"`python -m helpers.train --suite {self.name}`") from None
         return self._tokenizer
 
@@ -308,7 +312,7 @@ class HubSuite(Suite):
                 folder = snapshot_download(r.source, revision=revision, allow_patterns=HUB_FILES + ["*.bin"])
             return folder
         except Exception as e:
-            raise SuiteError(f"cannot fetch {r.source} revision {revision}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+            raise SuiteError(f"cannot fetch {r.source} revision {revision}: {type(e).__name__}: {one_line(e)}") from None
 
     def weights_id(self, r: Run, step: int, model) -> str:
         """A fingerprint of the weights: sha256 over the first 4,096 values of every parameter (cheap for 12B)."""
@@ -347,8 +351,7 @@ class HubSuite(Suite):
                 return auto_class.from_pretrained(Path(mirror) / r.source / revision)
             return auto_class.from_pretrained(r.source, revision=revision)
         except Exception as e:
-            raise SuiteError(f"cannot load {what} of {r.source} revision {revision}: "
-                             f"{' '.join(str(e).split())[:300] or type(e).__name__}") from None
+            raise SuiteError(f"cannot load {what} of {r.source} revision {revision}: {one_line(e)}") from None
 
 
 # ---- Pythia -------------------------------------------------------------------------------------------------------

@@ -312,3 +312,22 @@ def test_hub_suite_without_its_checkpoints_stops_early_with_one_reason(nano, tmp
                            tokens_per_step=1)
     with pytest.raises(SuiteError, match="cannot load the tokenizer of org/tiny revision r48"):
         fresh.tokenizer()
+
+
+def test_an_error_without_a_message_still_gives_a_one_line_error(monkeypatch):
+    import huggingface_hub
+
+    from helpers.suites import one_line, revision_suite
+
+    assert one_line(TimeoutError()) == "TimeoutError"
+    assert one_line(OSError("disk\n  full\n"), limit=7) == "disk fu"
+
+    def silent_failure(*args, **kwargs):
+        raise TimeoutError()
+
+    monkeypatch.delenv("BOOK_HUB_MIRROR", raising=False)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", silent_failure)
+    suite = revision_suite("tiny-hub", {"tiny": "org/tiny"}, {8: "r8"}, size="tiny", params=1, non_embedding_params=1,
+                           tokens_per_step=1)
+    with pytest.raises(SuiteError, match=r"^cannot fetch org/tiny revision r8: TimeoutError: TimeoutError$"):
+        suite.checkpoint_dir(suite.run("tiny"), 8)
