@@ -23,14 +23,14 @@ def ext():
     return module
 
 
-def test_config_has_the_contracted_settings():
+def test_config_has_the_contracted_settings(ext):
     cfg = yaml.safe_load((REPO / "_config.yml").read_text())
     assert cfg["only_build_toc_files"] is True
     assert cfg["execute"]["execute_notebooks"] == "cache"
     assert cfg["execute"]["timeout"] >= 600
     assert cfg["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
     assert cfg["sphinx"]["config"]["html_js_files"] == ["plotly.min.js"]
-    assert (REPO / "book" / "_static" / "plotly.min.js").exists()
+    assert ext._plotly_js().exists()  # every build copies it to book/_static (sync_plotly_js)
     assert (REPO / "book" / "_static" / cfg["sphinx"]["config"]["mathjax_path"]).exists()
     for bib in cfg["bibtex_bibfiles"]:
         assert (REPO / bib).exists()

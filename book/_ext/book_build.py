@@ -2,7 +2,8 @@
 
 - ``BOOK_BUILD=1`` in the environment, so the notebook kernels (children of this process) emit figures as HTML for
   the one ``plotly.min.js`` in ``book/_static`` (see :func:`helpers.figures.show`); progress bars off.
-- ``book/_static/plotly.min.js`` is the copy shipped with the installed plotly, so the library and the figures agree.
+- ``book/_static/plotly.min.js`` is copied from the installed plotly at every build (it is not tracked), so the
+  library and the figures agree.
 - The jupyter-cache folder is keyed on the suite, its trained weights (``suite.json``) and the helpers' source, and a
   change of any of them rebuilds every page: cached outputs of another suite or older code are never shown.
 - Substitutions for the prose pages (``{{ book_suite }}``, ``{{ book_corpus }}``, …) and a ``suite-overview``
