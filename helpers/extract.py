@@ -273,20 +273,14 @@ def extract(
     if mode not in MODES:
         raise ValueError(f"unknown sampling mode {mode!r}; valid: {list(MODES)}")
     suite = load_suite(suite_name) if isinstance(suite_name, str) else suite_name
-    device, precision = resolve_device(device, precision)
-    layout = make_layout(suite, mode, split, n_samples, n_documents, context, device.split(":")[0], precision, root)
-    selected = suite.select(runs)
-    wanted = {}
-    for r in selected:
-        wanted[r.name] = [r.check_step(int(s)) for s in steps] if steps is not None else list(r.steps)
-    table = LossTable(layout, [r.name for r in selected], wanted)
+    engine = Engine(device, precision, batch_size)
+    layout = make_layout(suite, mode, split, n_samples, n_documents, context, engine.device.split(":")[0], engine.precision, root)
+    table = LossTable.select(layout, runs, steps)
 
-    tasks = [(run, s) for run in table.runs for s in wanted[run]]
+    tasks = [(run, s) for run in table.runs for s in table.wanted_steps[run]]
     shard = parse_shard(shard) if isinstance(shard, (str, type(None))) else shard
     if shard is not None:
         tasks = tasks[shard[0] :: shard[1]]
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch size must be at least 1 window, got {batch_size}")
     todo = [
         (run, s)
         for run, s in tasks
@@ -306,7 +300,6 @@ def extract(
     for folder in {layout.loss_file(r, s).parent for r, s in todo} | {layout.validation_file(r, s).parent for r, s in todo}:
         clean_stale_temporaries(folder)
 
-    engine = Engine(device, precision, batch_size)
     errors = run_tasks(suite, layout, todo, engine, documents, window, position, val_docs, val_window, val_position, progress, drop_cache)
     if errors:
         raise ExtractionError("\n".join(errors))

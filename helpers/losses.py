@@ -141,6 +141,14 @@ class LossTable:
     wanted_steps: dict[str, list[int]] = field(default_factory=dict)  # run -> steps asked for (default: all)
     _samples: pl.DataFrame | None = field(default=None, repr=False)
 
+    @classmethod
+    def select(cls, layout: Layout, runs: list[str] | str | None = None, steps=None) -> LossTable:
+        """The table of ``runs`` (default: all) at ``steps`` (default: every checkpoint of each run) of the layout's
+        suite. Raises :class:`~helpers.suites.SuiteError` (one line) for an unknown run or step."""
+        wanted = {r.name: list(r.steps) if steps is None else [r.check_step(s) for s in steps]
+                  for r in layout.suite.select(runs)}
+        return cls(layout, list(wanted), wanted)
+
     @property
     def suite(self):
         return self.layout.suite
@@ -262,6 +270,4 @@ def load_losses(
     suite = load_suite(suite_name) if isinstance(suite_name, str) else suite_name
     device, precision = resolve_device(engine.get("device"), engine.get("precision"), available=False)
     layout = make_layout(suite, mode, split, n_samples, n_documents, context, device.split(":")[0], precision, engine.get("root"))
-    selected = suite.select(runs)
-    wanted = {r.name: (list(r.steps) if steps is None else [r.check_step(s) for s in steps]) for r in selected}
-    return LossTable(layout, list(wanted), wanted)
+    return LossTable.select(layout, runs, steps)

@@ -194,6 +194,8 @@ def test_settings_are_checked_before_any_work(nano, tmp_path):
         with pytest.raises(ValueError, match=words):
             X.extract("nano", root=tmp_path / "losses", **KW, **kw)
     assert not (tmp_path / "losses").exists()
+    with pytest.raises(SuiteError, match="a step is a whole number of updates, got 8.5"):
+        X.extract("nano", root=tmp_path / "losses", **{**KW, "steps": [8.5]})
     for kw, words in ((dict(mode="every"), "unknown sampling mode"), (dict(split="tset"), "unknown split"),
                       (dict(steps=[9]), "no checkpoint at step 9")):
         with pytest.raises((SamplesError, SuiteError), match=words):
